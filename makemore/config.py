@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
+from omegaconf import MISSING
+
 
 class ConfigError(ValueError):
     """Bad user input (a config value, a data file, a device): one line naming the key or file."""
@@ -96,7 +98,7 @@ class TrainConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    schedule: Any = field(default_factory=StepSchedule)
+    schedule: Any = MISSING  # StepSchedule or CosineSchedule, chosen by the schedule group
     device: DeviceConfig = field(default_factory=DeviceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 2147483647
@@ -115,6 +117,24 @@ def register_configs() -> None:
     cs.store(group="schedule", name="step_schema", node=StepSchedule)
     cs.store(group="schedule", name="cosine_schema", node=CosineSchedule)
     cs.store(group="device", name="device_schema", node=DeviceConfig)
+
+
+def job_name(override_dirname: str, task_overrides: Any) -> str:
+    """A sweep job's dir: its overrides (seed and paths left out of override_dirname), plus a
+    `/seed=N` level when the seed is swept, so that jobs differing only in seed never share a dir."""
+    seeds = [o for o in (task_overrides or []) if str(o).startswith("seed=")]
+    name = override_dirname or "defaults"
+    return name + "/" + seeds[0] if seeds else name
+
+
+def register_resolvers() -> None:
+    import os
+
+    from omegaconf import OmegaConf
+
+    # a per-process value for run and sweep dir names: two runs started in the same second differ
+    OmegaConf.register_new_resolver("mm.pid", lambda: os.getpid(), use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("mm.job_name", job_name, replace=True)
 
 
 def _positive_int(value: Any, key: str, minimum: int = 1) -> None:

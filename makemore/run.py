@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -20,13 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, register_configs, validate
+from .config import ConfigError, register_configs, register_resolvers, validate
 
 log = logging.getLogger("makemore")
 
 register_configs()
-# a per-process value for run and sweep dir names (cached, so every job of a sweep sees the same)
-OmegaConf.register_new_resolver("mm.pid", lambda: os.getpid(), use_cache=True, replace=True)
+register_resolvers()
 
 COMPARED_ON_RESUME = ("data", "model", "schedule", "seed")
 

@@ -1,0 +1,203 @@
+"""Sweep results: `results.csv`, `results.md` (best dev loss first) and, for a two-key grid, `heatmap.png`.
+
+Written at the end of every multirun by the `SweepReport` Hydra callback, and rebuilt from any sweep dir
+(finished, still running or interrupted) with `python -m makemore.report DIR`: each job dir holds
+.hydra/overrides.yaml and, once it has finished, metrics.json; jobs without metrics are listed as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+NOT_A_KEY = ("experiment", "hparams_search")  # group choices that select presets, not knobs
+
+
+def _value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def find_jobs(sweep_dir: Path) -> List[Path]:
+    """Every job dir below the sweep dir (a dir holding .hydra/overrides.yaml)."""
+    return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml") if p.parent.parent != sweep_dir)
+
+
+def read_job(job: Path, sweep_dir: Path) -> Dict[str, Any]:
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    knobs = {}
+    for o in overrides:
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        if key not in NOT_A_KEY:
+            knobs[key] = _value(value)
+    row: Dict[str, Any] = {"job": str(job.relative_to(sweep_dir)), "knobs": knobs, "params": None, "train_loss": None,
+                           "dev_loss": None, "train_loss_std": None, "dev_loss_std": None, "seconds": None,
+                           "status": "missing", "error": None}
+    metrics_path = job / "metrics.json"
+    if metrics_path.is_file():
+        try:
+            m = json.loads(metrics_path.read_text())
+        except json.JSONDecodeError:
+            m = {"status": "failed", "error": "metrics.json unreadable"}
+        for k in ("params", "train_loss", "dev_loss", "train_loss_std", "dev_loss_std", "seconds", "error"):
+            row[k] = m.get(k)
+        row["status"] = m.get("status", "ok")
+        if row["status"] == "ok" and not _finite(row["dev_loss"]):
+            row["status"] = "failed"
+    return row
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def collect(sweep_dir: Path) -> List[Dict[str, Any]]:
+    """All jobs, best dev loss first; failed and missing jobs last."""
+    rows = [read_job(j, sweep_dir) for j in find_jobs(sweep_dir)]
+    return sorted(rows, key=lambda r: (r["status"] != "ok", r["dev_loss"] if _finite(r["dev_loss"]) else math.inf, r["job"]))
+
+
+def varying_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    keys = sorted({k for r in rows for k in r["knobs"]})
+    return [k for k in keys if len({json.dumps(r["knobs"].get(k), sort_keys=True) for r in rows}) > 1]
+
+
+def _fmt(x: Any, std: Any = None) -> str:
+    if not _finite(x):
+        return ""
+    return f"{x:.4f}" + (f" ± {std:.4f}" if _finite(std) else "")
+
+
+def to_csv(rows: Sequence[Dict[str, Any]], keys: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["job", *keys, "params", "train_loss", "train_loss_std", "dev_loss", "dev_loss_std", "seconds", "status", "error"])
+    for r in rows:
+        w.writerow([r["job"], *(r["knobs"].get(k, "") for k in keys), r["params"] or "", r["train_loss"] or "",
+                    r["train_loss_std"] or "", r["dev_loss"] or "", r["dev_loss_std"] or "", r["seconds"] or "",
+                    r["status"], r["error"] or ""])
+    return buf.getvalue()
+
+
+def to_markdown(rows: Sequence[Dict[str, Any]], title: str, keys: Sequence[str] = ()) -> str:
+    """The table; the overrides column names the keys that vary across the sweep (all, if none do)."""
+    lines = [f"# {title}", "", "| # | overrides | params | train loss | dev loss | seconds | status |",
+             "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        shown = {k: r["knobs"].get(k) for k in keys} if keys else r["knobs"]
+        over = ",".join(f"{k}={_short(v)}" for k, v in shown.items()) or r["job"]
+        status = r["status"] + (f": {r['error']}" if r["error"] and r["status"] != "ok" else "")
+        lines.append(f"| {i} | {over} | {r['params'] or ''} | {_fmt(r['train_loss'], r['train_loss_std'])} | "
+                     f"{_fmt(r['dev_loss'], r['dev_loss_std'])} | {r['seconds'] if r['seconds'] is not None else ''} | "
+                     f"{status.replace('|', '/')} |")
+    ok = sum(r["status"] == "ok" for r in rows)
+    lines += ["", f"{ok}/{len(rows)} jobs finished" + (f"; best dev loss {_fmt(rows[0]['dev_loss'])}" if ok else "")]
+    return "\n".join(lines) + "\n"
+
+
+def heatmap(rows: Sequence[Dict[str, Any]], keys: Sequence[str], path: Path) -> Optional[Path]:
+    """Dev loss over a two-key grid (the mean over any other varying key, e.g. seeds), values in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kx, ky = keys
+    xs = sorted({r["knobs"].get(kx) for r in rows}, key=_order)
+    ys = sorted({r["knobs"].get(ky) for r in rows}, key=_order)
+    grid = [[math.nan] * len(xs) for _ in ys]
+    for j, y in enumerate(ys):
+        for i, x in enumerate(xs):
+            vals = [r["dev_loss"] for r in rows if r["knobs"].get(kx) == x and r["knobs"].get(ky) == y
+                    and r["status"] == "ok" and _finite(r["dev_loss"])]
+            if vals:
+                grid[j][i] = statistics.fmean(vals)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(xs), 1.4 + 0.8 * len(ys)))
+    im = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
+    ax.set_xlabel(kx)
+    ax.set_ylabel(ky)
+    finite = [v for row in grid for v in row if math.isfinite(v)]
+    mid = (min(finite) + max(finite)) / 2 if finite else 0
+    for j, row in enumerate(grid):
+        for i, v in enumerate(row):
+            text = f"{v:.3f}" if math.isfinite(v) else "—"
+            ax.text(i, j, text, ha="center", va="center", color="white" if math.isfinite(v) and v > mid else "black")
+    ax.set_title("dev loss")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _order(v: Any):
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
+def build_report(sweep_dir: Path | str, echo: bool = True) -> List[Dict[str, Any]]:
+    """Write results.csv, results.md and (two varying keys) heatmap.png into the sweep dir."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir)
+    keys = varying_keys(rows)
+    (sweep_dir / "results.csv").write_text(to_csv(rows, keys))
+    md = to_markdown(rows, f"Sweep {sweep_dir.name}", keys)
+    (sweep_dir / "results.md").write_text(md)
+    grid_keys = [k for k in keys if k != "seed"]
+    if len(grid_keys) == 2 and any(r["status"] == "ok" for r in rows):
+        heatmap(rows, grid_keys, sweep_dir / "heatmap.png")
+    if echo:
+        print(md, end="")
+    return rows
+
+
+try:  # the callback needs Hydra; the report command does not
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    Callback = object
+
+
+class SweepReport(Callback):
+    """Hydra callback: the results table (and heatmap) of a multirun, written when it ends."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            build_report(sweep_dir)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m makemore.report",
+                                     description="Rebuild results.csv, results.md and heatmap.png of a sweep dir.")
+    parser.add_argument("sweep_dir", help="e.g. outputs/multirun/2026-11-22_10-00-00_1234")
+    args = parser.parse_args(argv)
+    d = Path(args.sweep_dir)
+    if not d.is_dir():
+        print(f"error: {d} is not a directory", file=sys.stderr)
+        return 2
+    if not find_jobs(d):
+        print(f"error: {d} holds no sweep jobs (no */.hydra/overrides.yaml)", file=sys.stderr)
+        return 2
+    build_report(d)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
