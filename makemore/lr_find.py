@@ -1,0 +1,136 @@
+"""`python -m makemore.lr_find [overrides]`: the lecture's learning-rate finder.
+
+From a fresh init, take lr_find.steps SGD steps with lr = 10^e, e rising linearly from lr_find.start to
+lr_find.end (the lecture: 1000 steps, -3 to 0), and record each step's minibatch loss. The curve is
+smoothed with a debiased exponential moving average (beta 0.98) and the suggestion is
+
+    suggested lr = 10^e_min / 2,  e_min = the exponent where the smoothed loss is lowest
+
+i.e. half the lr at the minimum: there the loss is already about to blow up, and a run at that lr
+must also survive its noisier early steps. (On names.txt with the lecture config: minimum near 0.2,
+suggestion near 0.1, the lecture's choice.) Writes lr_find.json, lr_find.png and the
+curve to TensorBoard in its run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .config import ConfigError, register_configs, register_resolvers, validate
+
+log = logging.getLogger("makemore")
+register_configs()
+register_resolvers()
+
+BACK_OFF = math.log10(2)  # decades below the smoothed minimum: half its lr
+BETA = 0.98
+
+
+def smooth(losses: List[float], beta: float = BETA) -> List[float]:
+    """Debiased exponential moving average (as fastai's lr finder); non-finite values stay non-finite."""
+    out, avg = [], 0.0
+    for i, x in enumerate(losses, 1):
+        if not math.isfinite(x):
+            out.append(math.inf)
+            avg = math.inf
+            continue
+        avg = beta * avg + (1 - beta) * x
+        out.append(avg / (1 - beta ** i))
+    return out
+
+
+def suggest(exponents: List[float], smoothed: List[float], back_off: float = BACK_OFF) -> Optional[float]:
+    finite = [(s, e) for s, e in zip(smoothed, exponents) if math.isfinite(s)]
+    if not finite:
+        return None
+    _, e_min = min(finite)
+    return 10 ** max(e_min - back_off, exponents[0])
+
+
+def find_lr(model, data, steps: int, start: float, end: float, batch_size: int, seed: int) -> Tuple[List[float], List[float]]:
+    """The sweep itself: one step per exponent, stopping early once the loss is no longer finite."""
+    from .step import FastStep
+
+    exps = torch.linspace(start, end, steps).tolist()
+    Xtr, Ytr = data.X["train"].to(model.device), data.Y["train"].to(model.device)
+    N = batch_size or Xtr.shape[0]
+    step = FastStep(model, N)
+    g = torch.Generator().manual_seed(seed)
+    if batch_size:
+        ix = torch.randint(0, Xtr.shape[0], (steps, model.replicas, N), generator=g).to(model.device)
+    else:
+        ix = torch.arange(Xtr.shape[0], device=model.device).expand(steps, model.replicas, N)
+    rows, targets = step.batches(Xtr, Ytr, ix)
+    picked = torch.empty(steps, *targets[0].shape, device=model.device)
+    for i, e in enumerate(exps):
+        step(rows[i], targets[i], 10 ** e, picked[i])
+    losses = (-picked.view(steps, -1).mean(1)).tolist()
+    for i, x in enumerate(losses):  # a diverged run stays diverged: cut the curve there
+        if not math.isfinite(x):
+            exps, losses = exps[:i], losses[:i]
+            break
+    return exps, losses
+
+
+def run(cfg: DictConfig, out: Path) -> Dict:
+    from . import data as data_mod, device as device_mod, logs, model as model_mod, plots
+    from .run import config_dict, write_json
+
+    validate(cfg)
+    lf = cfg.lr_find
+    if not lf.end > lf.start:
+        raise ConfigError(f"lr_find.end must be > lr_find.start, got start={lf.start}, end={lf.end}")
+    if lf.steps < 10:
+        raise ConfigError(f"lr_find.steps must be >= 10, got {lf.steps}")
+    conf = config_dict(cfg)
+    if conf["model"]["kind"] != "mlp":
+        raise ConfigError("lr_find needs model=mlp (the bigram model is trained by counting, with no lr)")
+    dev = device_mod.resolve(conf["device"]["name"])
+    torch.set_num_threads(device_mod.threads(cfg.device.threads))
+    data = data_mod.load(cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words)
+    model = model_mod.build("mlp", len(data.vocab), block_size=cfg.model.block_size, emb=cfg.model.emb,
+                            hidden=cfg.model.hidden, norm=conf["model"]["norm"], init=conf["model"]["init"],
+                            seed=cfg.seed, device=dev)
+    exps, losses = find_lr(model, data, lf.steps, lf.start, lf.end, cfg.train.batch_size, cfg.seed)
+    smoothed = smooth(losses)
+    suggested = suggest(exps, smoothed)
+    result = {"suggested_lr": suggested, "exponents": exps, "losses": losses, "smoothed": smoothed,
+              "rule": "half the lr where the smoothed loss is lowest"}
+    write_json(out / "lr_find.json", result)
+    fig = plots.lr_finder(exps, losses, smoothed, suggested)
+    plots.save(fig, out / "lr_find.png")
+    tb = logs.TensorBoard(str(out))
+    tb.figure("lr_find", fig)
+    plots.close(fig)
+    for i, (e, x, s) in enumerate(zip(exps, losses, smoothed)):
+        tb.scalars(i, {"lr_find/exponent": e, "lr_find/loss": x, "lr_find/smoothed": s if math.isfinite(s) else 0.0})
+    tb.close()
+    if suggested is None:
+        log.warning("no finite loss at any lr: nothing to suggest")
+    else:
+        log.info("suggested lr: %.3g (smoothed loss lowest at lr %.3g); plot %s", suggested,
+                 10 ** (math.log10(suggested) + BACK_OFF), out / "lr_find.png")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> Optional[float]:
+    try:
+        result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return result["suggested_lr"]
+
+
+if __name__ == "__main__":
+    main()
