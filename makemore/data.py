@@ -40,8 +40,10 @@ def embedded_names() -> List[str]:
 def read_words(path: str) -> List[str]:
     """One word per line of a UTF-8 text file; blank lines skipped, line ends stripped."""
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"data.path: no such file: {p}")
+    if not p.is_file():
+        raise ConfigError(f"data.path: {p} is not a file (expected a UTF-8 text file, one word per line)")
     try:
         text = p.read_bytes().decode("utf-8")
     except OSError as e:

@@ -1,0 +1,59 @@
+"""Shared helpers: the lecture's names.txt (skipped when ../shared is absent), a small word file, and
+running the real commands in a subprocess from a scratch working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ROOT.parent / "shared" / "data" / "names.txt"
+CONF = ROOT / "conf"
+
+
+@pytest.fixture
+def names_txt() -> Path:
+    if not NAMES.is_file():
+        pytest.skip("../shared/data/names.txt is absent")
+    return NAMES
+
+
+@pytest.fixture(scope="session")
+def words_file(tmp_path_factory) -> Path:
+    """600 names from the embedded data: small enough for quick CLI runs, large enough for splits."""
+    from makemore.data import embedded_names
+
+    path = tmp_path_factory.mktemp("data") / "words.txt"
+    path.write_text("\n".join(embedded_names()[::54][:600]) + "\n")
+    return path
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 240, env=None) -> subprocess.CompletedProcess:
+    """`python -m module args` as a user would type it, in `cwd`."""
+    e = dict(os.environ, HYDRA_FULL_ERROR="", PYTHONWARNINGS="ignore")
+    e.pop("HYDRA_FULL_ERROR")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=e)
+
+
+def run_cli(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return run_module("makemore.run", *args, cwd=cwd, **kw)
+
+
+def run_dirs(cwd: Path):
+    return sorted((cwd / "outputs" / "runs").iterdir())
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+# small, fast settings for CLI runs: a tiny model on the small word file
+QUICK = ("model.hidden=16", "model.emb=4", "train.steps=300", "train.eval_every=100",
+         "train.checkpoint_every=100", "samples=5")

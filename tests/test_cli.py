@@ -1,0 +1,157 @@
+"""`python -m makemore.run` end to end, through a subprocess as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import QUICK, metrics, run_cli, run_dirs
+from makemore import checkpoint
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_short_run_writes_every_output(tmp_path, words_file):
+    r = run_cli(*QUICK, f"data.path={words_file}", "train.eval_test=true", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (run,) = run_dirs(tmp_path)
+    m = metrics(run)
+    assert set(m) >= {"train_loss", "dev_loss", "test_loss", "steps", "params", "seconds", "steps_per_second",
+                      "model_steps_per_second", "examples"}
+    assert m["steps"] == 300 and m["params"] == 27 * 4 + (12 + 1) * 16 + 17 * 27
+    assert 1.5 < m["dev_loss"] < 3.5 and m["test_loss"] is not None and m["steps_per_second"] > 0
+    assert set(m["examples"]) == {"train", "dev", "test"}
+    for name in ("checkpoint.pt", "samples.txt", "loss.png", "embedding.png", ".hydra/config.yaml", "run.log"):
+        assert (run / name).is_file(), name
+    samples = (run / "samples.txt").read_text().splitlines()
+    assert len(samples) == 5 and samples[0] in r.stdout + r.stderr + (run / "run.log").read_text()
+    state = checkpoint.load(run)
+    assert state["step"] == 300 and state["vocab"][0] == "." and state["config"]["model"]["hidden"] == 16
+
+    acc = events(run)
+    tags = acc.Tags()
+    assert {"train/minibatch_loss", "train/minibatch_log10_loss", "train/lr", "loss/train", "loss/dev",
+            "hparams/dev_loss", "hparams/train_loss"} <= set(tags["scalars"])
+    dev = acc.Scalars("loss/dev")
+    assert [e.step for e in dev] == [100, 200, 300]
+    assert dev[-1].value == pytest.approx(m["dev_loss"], rel=1e-6)
+    assert len(acc.Scalars("train/minibatch_loss")) == 3  # one point per train.log_every=100 steps
+    assert "samples/text_summary" in tags["tensors"]
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+    # no stray extra run dirs for hparams: every event file sits in the run dir itself
+    assert [p.parent for p in run.rglob("events.out.tfevents.*")] == [run]
+
+
+def test_run_from_another_working_directory_with_a_relative_data_path(tmp_path, words_file):
+    (tmp_path / "sub").mkdir()
+    rel = os.path.relpath(words_file, tmp_path / "sub")  # relative to where the user types the command
+    r = run_cli(*QUICK, f"data.path={rel}", "train.steps=0", cwd=tmp_path / "sub")
+    assert r.returncode == 0, r.stderr
+    m = metrics(run_dirs(tmp_path / "sub")[0])
+    assert m["steps"] == 0 and m["dev_loss"] > 3  # steps=0 just evaluates the initial model
+
+
+def test_replicas_report_mean_and_std(tmp_path, words_file):
+    r = run_cli(*QUICK, f"data.path={words_file}", "train.replicas=3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = metrics(run_dirs(tmp_path)[0])
+    dev = m["replica_losses"]["dev"]
+    assert len(dev) == 3 and len(set(dev)) == 3
+    assert m["dev_loss"] == pytest.approx(sum(dev) / 3)
+    assert m["dev_loss_std"] > 0 and m["model_steps_per_second"] == pytest.approx(3 * m["steps_per_second"], rel=0.01)
+    tags = events(run_dirs(tmp_path)[0]).Tags()["scalars"]
+    assert {"loss/dev_std", "replicas/dev_0", "replicas/dev_2"} <= set(tags)
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, words_file):
+    args = ("model.hidden=16", "model.emb=4", "train.steps=60000", "train.eval_every=20000",
+            "train.checkpoint_every=2000", "samples=0", "schedule.milestones=[30000]", f"data.path={words_file}")
+    full = run_cli(*args, "hydra.run.dir=full", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+
+    cmd = [sys.executable, "-m", "makemore.run", *args, "hydra.run.dir=cut"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    cut_at = checkpoint.load(ckpt)["step"]
+    assert 0 < cut_at < 60000
+
+    resumed = run_cli(*args, "hydra.run.dir=cut", "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from" in resumed.stdout + resumed.stderr
+    a, b = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    assert (a["train_loss"], a["dev_loss"], a["steps"]) == (b["train_loss"], b["dev_loss"], b["steps"])
+
+
+def test_resume_refuses_a_different_model(tmp_path, words_file):
+    assert run_cli(*QUICK, f"data.path={words_file}", "hydra.run.dir=r", cwd=tmp_path).returncode == 0
+    before = hashlib.sha256((tmp_path / "r" / "checkpoint.pt").read_bytes()).hexdigest()
+    r = run_cli(*QUICK, f"data.path={words_file}", "hydra.run.dir=r", "resume=true", "model.hidden=32", cwd=tmp_path)
+    assert r.returncode != 0 and "model" in r.stderr and "Traceback" not in r.stderr
+    assert hashlib.sha256((tmp_path / "r" / "checkpoint.pt").read_bytes()).hexdigest() == before
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, words_file) -> Path:
+    d = tmp_path_factory.mktemp("finished")
+    assert run_cli(*QUICK, f"data.path={words_file}", "hydra.run.dir=r", cwd=d).returncode == 0
+    return d / "r"
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda d: d / "missing.txt", "no such file"),
+    (lambda d: (d / "bin.txt").write_bytes(b"\xff\xfe\x00\x81") and d / "bin.txt", "not UTF-8"),
+    (lambda d: (d / "empty.txt").write_text("\n\n") and d / "empty.txt", "has no words"),
+    (lambda d: (d / "few.txt").write_text("ab\ncd\n") and d / "few.txt", "too few"),
+    (lambda d: d, "is not a file"),
+])
+def test_bad_data_path_one_line_nothing_overwritten(tmp_path, finished_run, make, needle):
+    shutil.copytree(finished_run, tmp_path / "r")
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()}
+    path = make(tmp_path)
+    r = run_cli(*QUICK, f"data.path={path}", "hydra.run.dir=r", "resume=true", cwd=tmp_path)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0] and str(path) in lines[0], r.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()} == kept
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_missing_device(tmp_path, device):
+    import torch
+
+    available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if available:
+        pytest.skip(f"this machine has {device}")
+    r = run_cli(*QUICK, f"device={device}", "train.steps=0", cwd=tmp_path)
+    assert r.returncode != 0 and f"device={device}" in r.stderr and "allowed: auto, cpu" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_divergence_stops_with_step_and_lr(tmp_path, words_file):
+    r = run_cli(*QUICK, f"data.path={words_file}", "schedule.lrs=[1e30]", "schedule.milestones=[]", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "diverged" in r.stderr and "at step" in r.stderr and "lr 1e+30" in r.stderr
+    assert "Traceback" not in r.stderr
+    m = metrics(run_dirs(tmp_path)[0])
+    assert m["status"] == "diverged" and m["dev_loss"] is None

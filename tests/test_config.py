@@ -1,0 +1,105 @@
+"""Config composition: every key of the contract, every group option and preset, and each bad value."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from conftest import CONF, QUICK, run_cli
+from makemore.config import ConfigError, register_configs, register_resolvers, validate
+
+register_configs()
+register_resolvers()
+
+
+def compose_cfg(*overrides: str, hydra_cfg: bool = False):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_cfg)
+
+
+def test_defaults_are_the_contract():
+    cfg = compose_cfg()
+    assert cfg.data.path is None and list(cfg.data.splits) == [0.8, 0.1, 0.1] and cfg.data.seed == 42
+    m = cfg.model
+    assert (m.block_size, m.emb, m.hidden, m.init.value, m.kind.value) == (3, 10, 200, "lecture", "mlp")
+    assert list(cfg.schedule.lrs) == [0.1, 0.01] and list(cfg.schedule.milestones) == [100000]
+    t = cfg.train
+    assert (t.steps, t.batch_size, t.eval_test, t.replicas) == (200000, 32, False, 1)
+    assert t.eval_every > 0 and t.checkpoint_every > 0
+    assert cfg.seed == 2147483647 and cfg.resume is False
+    assert cfg.device.name.value == "auto"
+    validate(cfg)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=bigram"], ["schedule=cosine"], ["device=cpu"], ["device=cuda"], ["device=mps"],
+    ["experiment=lecture"], ["experiment=overfit_batch"], ["experiment=grid_hidden_emb"],
+    ["hparams_search=optuna"], ["hydra/launcher=slurm"], ["hydra/launcher=submitit_local"],
+])
+def test_every_option_composes(overrides):
+    cfg = compose_cfg(*overrides, hydra_cfg=True)
+    OmegaConf.to_container(cfg, resolve=False)
+    validate(cfg)
+
+
+def test_lecture_preset():
+    cfg = compose_cfg("experiment=lecture", "model.hidden=7")  # a preset is a delta: overrides still win
+    assert (cfg.model.block_size, cfg.model.emb, cfg.train.batch_size, cfg.train.steps) == (3, 10, 32, 200000)
+    assert list(cfg.schedule.lrs) == [0.1, 0.01] and list(cfg.schedule.milestones) == [100000]
+    assert cfg.model.hidden == 7
+
+
+def test_overfit_preset():
+    cfg = compose_cfg("experiment=overfit_batch")
+    assert (cfg.data.limit_words, cfg.model.emb, cfg.model.hidden, cfg.train.steps, cfg.train.batch_size) == (5, 2, 100, 1000, 0)
+    assert list(cfg.schedule.lrs) == [0.1]
+
+
+def test_grid_preset_is_a_multirun():
+    cfg = compose_cfg("experiment=grid_hidden_emb", hydra_cfg=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert dict(cfg.hydra.sweeper.params) == {"model.hidden": "100,200,300", "model.emb": "2,10,30"}
+
+
+@pytest.mark.parametrize("override", ["model.hiden=3", "model.hidden=abc", "train.steps=1.5", "model.init=fancy",
+                                      "model.norm=group", "device=tpu", "schedule.lrs=0.1"])
+def test_typos_and_types_fail_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg(override)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["model.hidden=0"], "model.hidden"), (["model.emb=-1"], "model.emb"), (["model.block_size=0"], "model.block_size"),
+    (["train.batch_size=-1"], "train.batch_size"), (["train.steps=-5"], "train.steps"),
+    (["data.splits=[0.8,0.1,0.2]"], "data.splits"), (["data.splits=[0.9,0.1,0.0]"], "data.splits"),
+    (["data.splits=[0.5,0.5]"], "data.splits"), (["schedule.lrs=[0.1,0]"], "schedule.lrs"),
+    (["schedule.lrs=[-0.1,0.01]"], "schedule.lrs"), (["schedule.lrs=[0.1]"], "schedule.lrs"),
+    (["schedule.lrs=[0.1,0.01,0.001]", "schedule.milestones=[100,50]"], "schedule.milestones"),
+    (["schedule.lrs=[0.1,0.01,0.001]", "schedule.milestones=[100,100]"], "schedule.milestones"),
+    (["schedule=cosine", "schedule.lr=0"], "schedule.lr"), (["train.replicas=0"], "train.replicas"),
+    (["train.weight_decay=-1"], "train.weight_decay"), (["model=bigram", "model.block_size=3"], "model.block_size"),
+])
+def test_out_of_range_values_name_their_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(compose_cfg(*overrides))
+
+
+def test_steps_zero_is_allowed():
+    validate(compose_cfg("train.steps=0"))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["model.hiden=3"], "model.hiden"),
+    (["model.hidden=abc"], "model.hidden"),
+    (["model.hidden=0"], "model.hidden must be an integer >= 1"),
+    (["schedule.lrs=[0.1]"], "schedule.lrs needs one more entry than schedule.milestones"),
+    (["data.splits=[0.8,0.1,0.2]"], "data.splits"),
+])
+def test_cli_bad_config_one_clear_line(tmp_path, args, needle):
+    r = run_cli(*QUICK, *args, cwd=tmp_path)
+    assert r.returncode != 0
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").rglob("metrics.json"))
