@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.001  # the lecture's running-statistics update rate
+PAD_LOGIT = -1e9  # bias of the padding classes of the output layer (finite: 0 * -inf would be NaN)
 
 
 class MLP:
@@ -38,7 +39,11 @@ class MLP:
         K, V, E, H, BE = replicas, vocab_size, emb, hidden, block_size * emb
         # Each bias is stored as the last row of its weight matrix (W1a = [W1; b1], W2a = [W2; b2]) so
         # the fast step's products with a ones column compute and update both in one call.
-        shapes = {"C": (K, V, E), "W1a": (K, BE + 1, H), "W2a": (K, H + 1, V)}
+        # The output layer is padded to a multiple of 16 classes: MKL's small products run ~1.7x faster
+        # at width 32 than at 27. Padded classes have zero weights and a -1e9 bias, so their softmax
+        # probability is exactly 0, their gradient is exactly 0 and they never change.
+        Vp = -(-V // 16) * 16
+        shapes = {"C": (K, V, E), "W1a": (K, BE + 1, H), "W2a": (K, H + 1, Vp)}
         if norm != "none":
             shapes.update(gain=(K, H), shift=(K, H))
         self.flat = torch.zeros(sum(math.prod(s) for s in shapes.values()), device=device)
@@ -49,8 +54,9 @@ class MLP:
             self.storage[name] = self.flat[offset:offset + n].view(shape)
             offset += n
         W1a, W2a = self.storage["W1a"], self.storage["W2a"]
+        W2a[:, H, V:] = PAD_LOGIT
         self.params: Dict[str, torch.Tensor] = {"C": self.storage["C"], "W1": W1a[:, :BE], "b1": W1a[:, BE],
-                                                "W2": W2a[:, :H], "b2": W2a[:, H]}
+                                                "W2": W2a[:, :H, :V], "b2": W2a[:, H, :V]}
         if norm != "none":
             self.params.update(gain=self.storage["gain"], shift=self.storage["shift"])
         self.buffers: Dict[str, torch.Tensor] = {}
@@ -68,8 +74,8 @@ class MLP:
         return self.flat.device
 
     def num_params(self) -> int:
-        """Parameters of one replica."""
-        return self.flat.numel() // self.replicas
+        """Parameters of one replica (the output layer's padding not counted)."""
+        return sum(p[0].numel() for p in self.params.values())
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return {"flat": self.flat.detach().cpu().clone(), **{k: v.detach().cpu().clone() for k, v in self.buffers.items()}}

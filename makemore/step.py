@@ -8,6 +8,7 @@ torch.profiler; see bench/):
     weight updates are fused into the gradient products: `W.addmm_(a^T, d, alpha=-lr/N)` computes
     W -= lr * a^T d / N in one call; the embedding rows get one accumulating `index_put_`;
   - tanh(x) is computed as 2*sigmoid(2x) - 1: this torch build's CPU tanh is ~6x slower than sigmoid;
+  - the output layer is padded to a multiple of 16 classes (model.py), which MKL multiplies faster;
   - every intermediate lives in a buffer preallocated for the batch shape (`out=` everywhere);
   - nothing reads a value back to the host: the picked log-probabilities go into a tensor slot.
 K replicas go through the same calls as batched products (leading dimension K); K = 1 uses the
@@ -41,6 +42,7 @@ class FastStep:
     def __init__(self, model: MLP, batch_size: int, weight_decay: float = 0.0):
         self.model, self.N, self.wd = model, batch_size, weight_decay
         K, N, V, E, H = model.replicas, batch_size, model.vocab_size, model.emb, model.hidden
+        Vp = model.storage["W2a"].shape[2]  # the output layer's padded width (see model.py)
         B, BE = model.block_size, model.block_size * model.emb
         dev = model.device
         one_replica = K == 1
@@ -61,7 +63,7 @@ class FastStep:
         self.sig = sq(torch.empty(K, N, H, device=dev))
         h_a = torch.ones(K, N, H + 1, device=dev)  # [h | 1]
         self.h_a, self.h, self.h_aT = sq(h_a), sq(h_a[:, :, :H]), sq(h_a.transpose(1, 2))
-        self.logits = sq(torch.empty(K, N, V, device=dev))
+        self.logits = sq(torch.empty(K, N, Vp, device=dev))
         self.dh = sq(torch.empty(K, N, H, device=dev))
         self.tanh_grad = sq(torch.empty(K, N, H, device=dev))
         self.demb = sq(torch.empty(K, N, BE, device=dev))

@@ -1,0 +1,126 @@
+"""Training speed against the lecture's notebook loop, measured side by side in one invocation.
+
+    python bench/speed.py                    # the lecture config, 200k steps each (about 4 minutes)
+    python bench/speed.py --steps 20000      # quicker, ratios only roughly comparable in loss
+
+Runs, on the same data (names.txt, the lecture's split) and config (block 3, emb 10, hidden 200,
+batch 32, lr 0.1 then 0.01 at half-way), with torch on 1 thread:
+  1. the lecture's notebook loop: plain tensors, loss.backward(), p.data += -lr * p.grad,
+     lossi.append(loss.log10().item()) every step;
+  2. the framework's training loop (makemore.train.fit) with 1 replica;
+  3. the framework with 8 replicas in one process (one step advances all 8 models);
+and prints µs per step, the ratios, and the final dev loss of each, so speed is never bought with a
+worse model. Then the start-up time of `python -m makemore.run train.steps=0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from makemore import data as data_mod  # noqa: E402
+from makemore.model import build  # noqa: E402
+from makemore.schedule import step_schedule  # noqa: E402
+from makemore.train import fit  # noqa: E402
+
+NAMES = ROOT.parent / "shared" / "data" / "names.txt"
+
+
+def notebook_loop(Xtr, Ytr, Xdev, Ydev, steps: int, milestone: int):
+    """The lecture's cells, verbatim in spirit."""
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((27, 10), generator=g)
+    W1 = torch.randn((30, 200), generator=g)
+    b1 = torch.randn(200, generator=g)
+    W2 = torch.randn((200, 27), generator=g)
+    b2 = torch.randn(27, generator=g)
+    parameters = [C, W1, b1, W2, b2]
+    for p in parameters:
+        p.requires_grad = True
+    lossi = []
+    torch.manual_seed(2147483647)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        ix = torch.randint(0, Xtr.shape[0], (32,))
+        emb = C[Xtr[ix]]
+        h = torch.tanh(emb.view(-1, 30) @ W1 + b1)
+        logits = h @ W2 + b2
+        loss = F.cross_entropy(logits, Ytr[ix])
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < milestone else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.log10().item())
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        h = torch.tanh(C[Xdev].view(-1, 30) @ W1 + b1)
+        dev = F.cross_entropy(h @ W2 + b2, Ydev).item()
+    return seconds, dev
+
+
+def framework_loop(ds, steps: int, milestone: int, replicas: int):
+    model = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200, init="lecture", replicas=replicas)
+    progress = fit(model, ds, steps=steps, batch_size=32, schedule=step_schedule([0.1, 0.01], [milestone]),
+                   eval_every=steps, checkpoint_every=steps, seed=2147483647)
+    dev = progress.evals[-1]["dev"]
+    return progress.seconds, statistics.fmean(dev), (statistics.stdev(dev) if len(dev) > 1 else 0.0)
+
+
+def startup_seconds(runs: int = 3) -> float:
+    times = []
+    with tempfile.TemporaryDirectory() as d:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "makemore.run", "train.steps=0", "samples=0"], cwd=d, check=True,
+                           capture_output=True)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200000)
+    ap.add_argument("--data", default=str(NAMES))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-startup", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ds = data_mod.load(args.data, [0.8, 0.1, 0.1], 42, 3)
+    Xtr, Ytr, Xdev, Ydev = ds.X["train"], ds.Y["train"], ds.X["dev"], ds.Y["dev"]
+    milestone = args.steps // 2
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores; "
+          f"{args.steps} steps, lecture config, data {args.data}")
+
+    nb_s, nb_dev = notebook_loop(Xtr, Ytr, Xdev, Ydev, args.steps, milestone)
+    fw_s, fw_dev, _ = framework_loop(ds, args.steps, milestone, 1)
+    k8_s, k8_dev, k8_std = framework_loop(ds, args.steps, milestone, 8)
+
+    us = lambda s: 1e6 * s / args.steps  # noqa: E731
+    print(f"{'loop':34s} {'us/step':>9s} {'model-steps/s':>14s} {'vs notebook':>12s} {'dev loss':>16s}")
+    print(f"{'notebook (lecture)':34s} {us(nb_s):9.1f} {args.steps / nb_s:14.0f} {1.0:11.2f}x {nb_dev:16.4f}")
+    print(f"{'framework, 1 replica':34s} {us(fw_s):9.1f} {args.steps / fw_s:14.0f} {nb_s / fw_s:11.2f}x {fw_dev:16.4f}")
+    print(f"{'framework, 8 replicas':34s} {us(k8_s):9.1f} {8 * args.steps / k8_s:14.0f} {8 * nb_s / k8_s:11.2f}x "
+          f"{k8_dev:9.4f} ± {k8_std:.4f}")
+    print(f"8 replicas vs 8 separate framework runs (8 x the 1-replica time): {8 * fw_s / k8_s:.2f}x model-steps/s")
+    print(f"8 replicas vs 8 separate notebook runs: {8 * nb_s / k8_s:.2f}x model-steps/s")
+    print(f"dev loss, framework - notebook: {fw_dev - nb_dev:+.4f}")
+    if not args.skip_startup:
+        print(f"start-up: python -m makemore.run train.steps=0 takes {startup_seconds():.2f} s (median of 3)")
+
+
+if __name__ == "__main__":
+    main()
