@@ -104,7 +104,10 @@ def train_run(cfg: DictConfig, out: Path) -> Dict[str, Any]:
         else:
             N = cfg.train.batch_size or data.examples()["train"]
             macs = replicas * N * cfg.model.hidden * (cfg.model.block_size * cfg.model.emb + len(data.vocab)) * 3
-            torch.set_num_threads(device_mod.train_threads(cfg.device.threads, eval_threads, macs))
+            train_threads = device_mod.train_threads(cfg.device.threads, eval_threads, macs)
+            torch.set_num_threads(train_threads)
+            log.info("torch threads: %d for training, %d for evaluation (%d parallel job%s)", train_threads,
+                     eval_threads, jobs, "s" if jobs > 1 else "")
             console = logs.Console(steps, progress.step)
             hooks = logs.RunLog(tb, console, cfg.train.log_every, save_checkpoint)
             sched = schedule.build(cfg.schedule, steps)

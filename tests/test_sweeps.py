@@ -1,0 +1,130 @@
+"""Multirun sweeps through subprocesses with tiny step counts: joblib grids, failures, reports,
+Optuna, submitit_local."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import metrics, run_cli, run_module
+
+TINY = ("model.emb=2", "train.steps=200", "train.eval_every=100", "train.checkpoint_every=200", "samples=2")
+
+
+def sweep_dirs(cwd: Path):
+    return sorted((cwd / "outputs" / "multirun").iterdir())
+
+
+def md_rows(sweep: Path):
+    return [l for l in (sweep / "results.md").read_text().splitlines() if l.startswith("| ") and not l.startswith("| #")]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, words_file):
+    cwd = tmp_path_factory.mktemp("grid")
+    r = run_cli("-m", "model.hidden=8,16", "model.emb=2,4", *TINY[1:], f"data.path={words_file}", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    (sweep,) = sweep_dirs(cwd)
+    return sweep, r
+
+
+def test_grid_runs_every_point_in_its_own_named_dir(grid):
+    sweep, _ = grid
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == sorted(f"model.emb={e},model.hidden={h},samples=2,train.checkpoint_every=200,train.eval_every=100,"
+                          "train.steps=200" for e in (2, 4) for h in (8, 16))  # data.path is left out of the names
+    for job in jobs:
+        m = metrics(sweep / job)
+        assert m["status"] == "ok" and m["steps"] == 200
+        assert len(list((sweep / job).glob("events.out.tfevents.*"))) == 1
+        # 2 jobs at once on this machine's cores: each job gets cores // 2 threads (at least 1)
+        assert "parallel job" in (sweep / job / "run.log").read_text()
+
+
+def test_grid_table_best_first_and_heatmap(grid):
+    sweep, r = grid
+    rows = md_rows(sweep)
+    assert len(rows) == 4
+    devs = [float(row.split("|")[5]) for row in rows]
+    assert devs == sorted(devs)
+    assert "model.emb=" in rows[0] and "model.hidden=" in rows[0]
+    assert (sweep / "heatmap.png").stat().st_size > 5000
+    csv_lines = (sweep / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("job,model.emb,model.hidden,params,train_loss") and len(csv_lines) == 5
+    assert "4/4 jobs finished" in r.stdout
+
+
+def test_report_rebuilds_a_partial_sweep(grid, tmp_path):
+    sweep, _ = grid
+    copy = tmp_path / "partial"
+    shutil.copytree(sweep, copy)
+    victim = sorted(p for p in copy.iterdir() if p.is_dir())[0]
+    (victim / "metrics.json").unlink()  # as if that job were still running or had been killed
+    for f in ("results.md", "results.csv", "heatmap.png"):
+        (copy / f).unlink()
+    r = run_module("makemore.report", str(copy), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = md_rows(copy)
+    assert len(rows) == 4 and rows[-1].rstrip().endswith("missing |")
+    assert "3/4 jobs finished" in r.stdout and (copy / "heatmap.png").is_file()
+    bad = run_module("makemore.report", str(tmp_path / "nope"), cwd=tmp_path)
+    assert bad.returncode != 0 and "not a directory" in bad.stderr
+
+
+def test_failed_points_are_recorded_and_the_rest_finishes(tmp_path, words_file):
+    r = run_cli("-m", "model.hidden=8,0", "schedule.lrs=[0.1],[1e30]", "schedule.milestones=[]", *TINY,
+                f"data.path={words_file}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    rows = md_rows(sweep)
+    assert len(rows) == 4
+    assert " ok |" in rows[0]
+    assert sum("diverged" in row for row in rows) == 1
+    assert sum("failed: model.hidden must be" in row for row in rows) == 2
+
+
+def test_two_sweeps_started_together_never_share_a_dir(tmp_path, words_file):
+    cmd = [sys.executable, "-m", "makemore.run", "-m", "model.hidden=8", *TINY, f"data.path={words_file}"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=240) == 0
+    sweeps = sweep_dirs(tmp_path)
+    assert len(sweeps) == 2
+    for s in sweeps:
+        assert len(list(s.rglob("metrics.json"))) == 1
+
+
+def test_seed_sweep_and_replicas_compose(tmp_path, words_file):
+    r = run_cli("-m", "seed=1,2", "model.hidden=8", "train.replicas=2", *TINY, f"data.path={words_file}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    found = sorted(str(p.parent.relative_to(sweep)) for p in sweep.rglob("metrics.json"))
+    assert len(found) == 2 and found[0].endswith("/seed=1") and found[1].endswith("/seed=2")
+    rows = md_rows(sweep)
+    assert len(rows) == 2 and all(" ± " in row for row in rows)  # mean ± std over the replicas
+
+
+def test_optuna_search_records_best_params(tmp_path, words_file):
+    db = tmp_path / "study.db"
+    r = run_cli("hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *TINY[1:],
+                f"hydra.sweeper.storage=sqlite:///{db}", f"data.path={words_file}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"model.emb", "model.hidden", "model.block_size", "train.batch_size", "schedule.lr"}
+    assert len(list(sweep.rglob("metrics.json"))) == 4 and len(md_rows(sweep)) == 4
+    assert best["best_value"] == pytest.approx(min(metrics(p.parent)["dev_loss"] for p in sweep.rglob("metrics.json")))
+    assert db.is_file() and "alembic" not in r.stdout + r.stderr
+
+
+def test_submitit_local_launcher(tmp_path, words_file):
+    r = run_cli("-m", "hydra/launcher=submitit_local", "model.hidden=8,16", *TINY, f"data.path={words_file}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    assert len(list(sweep.rglob("metrics.json"))) == 2 and len(md_rows(sweep)) == 2
+    assert (sweep / ".submitit").is_dir()
