@@ -27,6 +27,13 @@ BN_MOMENTUM = 0.001  # the lecture's running-statistics update rate
 PAD_LOGIT = -1e9  # bias of the padding classes of the output layer (finite: 0 * -inf would be NaN)
 
 
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1: this torch build's CPU tanh is several times slower than its
+    sigmoid (measured 20 us vs 3.4 us on 6400 floats), and evaluation runs it on millions."""
+    s = torch.sigmoid(2 * x)
+    return 2 * s - 1 if s.requires_grad else s.mul_(2).sub_(1)  # in place only where autograd is off
+
+
 class MLP:
     """K replicas of the lecture's MLP; plain tensors, no nn.Module, so the fast step can own them."""
 
@@ -136,7 +143,7 @@ class MLP:
             hpre = (hpre - mean) / torch.sqrt(var + BN_EPS) * p["gain"].unsqueeze(1) + p["shift"].unsqueeze(1)
         elif self.norm == "layer":
             hpre = F.layer_norm(hpre, (self.hidden,), eps=BN_EPS) * p["gain"].unsqueeze(1) + p["shift"].unsqueeze(1)
-        h = torch.tanh(hpre)
+        h = tanh(hpre)
         return torch.baddbmm(p["b2"].unsqueeze(1), h, p["W2"])
 
     def loss(self, X: torch.Tensor, Y: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
@@ -153,10 +160,22 @@ class MLP:
         for i in range(0, X.shape[0], chunk):
             x, y = X[i:i + chunk].to(self.device), Y[i:i + chunk].to(self.device)
             n = x.shape[0]
-            logits = self.forward(x.unsqueeze(0).expand(self.replicas, n, -1), train=False)
-            ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.repeat(self.replicas), reduction="none")
-            total += ce.view(self.replicas, n).double().sum(1)
+            if self.norm == "none":
+                for k in range(self.replicas):
+                    total[k] += F.cross_entropy(self._plain_logits(k, x), y, reduction="sum").double()
+            else:
+                logits = self.forward(x.unsqueeze(0).expand(self.replicas, n, -1), train=False)
+                ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.repeat(self.replicas), reduction="none")
+                total += ce.view(self.replicas, n).double().sum(1)
         return (total / max(X.shape[0], 1)).float()
+
+    def _plain_logits(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """forward() of replica k without normalization, for large no-grad batches: 2-D products and
+        tanh as an in-place 2 sigmoid(2x) - 1 (half the memory traffic of the general path)."""
+        p = {name: t[k] for name, t in self.params.items()}
+        emb = p["C"][x].view(x.shape[0], -1)
+        h = torch.addmm(p["b1"], emb, p["W1"], beta=2, alpha=2).sigmoid_().mul_(2).sub_(1)
+        return torch.addmm(p["b2"], h, p["W2"])
 
     @torch.no_grad()
     def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -10,6 +10,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 
+MAX_POINTS = 20000
+
+
 def _plt():
     import matplotlib
 
@@ -30,8 +33,12 @@ def loss_curve(losses: torch.Tensor, evals: Sequence[Dict], title: str = ""):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if losses.numel():
-        y = losses.float().mean(1) if losses.dim() == 2 else losses.float()
-        ax.plot(range(1, len(y) + 1), y.log10().numpy(), lw=0.5, alpha=0.6, color="tab:blue", label="minibatch")
+        y = (losses.float().mean(1) if losses.dim() == 2 else losses.float()).log10()
+        bin_ = max(1, len(y) // MAX_POINTS)  # long runs: mean of each `bin_` steps, to keep the plot quick
+        n = len(y) // bin_ * bin_
+        x = torch.arange(bin_, n + 1, bin_)
+        label = "minibatch" if bin_ == 1 else f"minibatch (mean of {bin_} steps)"
+        ax.plot(x.numpy(), y[:n].view(-1, bin_).mean(1).numpy(), lw=0.5, alpha=0.6, color="tab:blue", label=label)
     for split, color in (("train", "tab:orange"), ("dev", "tab:green")):
         pts = [(e["step"], sum(e[split]) / len(e[split])) for e in evals if e.get(split)]
         if pts:

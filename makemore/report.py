@@ -51,8 +51,9 @@ def read_job(job: Path, sweep_dir: Path) -> Dict[str, Any]:
             m = json.loads(metrics_path.read_text())
         except json.JSONDecodeError:
             m = {"status": "failed", "error": "metrics.json unreadable"}
-        for k in ("params", "train_loss", "dev_loss", "train_loss_std", "dev_loss_std", "seconds", "error"):
+        for k in ("params", "train_loss", "dev_loss", "train_loss_std", "dev_loss_std", "error"):
             row[k] = m.get(k)
+        row["seconds"] = m.get("wall_seconds", m.get("seconds"))  # the job's own time, start to end
         row["status"] = m.get("status", "ok")
         if row["status"] == "ok" and not _finite(row["dev_loss"]):
             row["status"] = "failed"

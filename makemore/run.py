@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -50,8 +51,10 @@ def config_dict(cfg: DictConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
-def train_run(cfg: DictConfig, out: Path) -> Dict[str, Any]:
-    """One run into `out`; returns metrics.json's content. Raises ConfigError on bad input."""
+def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Dict[str, Any]:
+    """One run into `out`; returns metrics.json's content. Raises ConfigError on bad input.
+    `started` (perf_counter) dates the job's start for its wall_seconds."""
+    started = time.perf_counter() if started is None else started
     import torch
 
     from . import checkpoint, data as data_mod, device as device_mod, logs, model as model_mod, sample, schedule
@@ -148,6 +151,7 @@ def train_run(cfg: DictConfig, out: Path) -> Dict[str, Any]:
                  f"  test {metrics['test_loss']:.4f}" if test is not None else "", metrics["steps"], metrics["seconds"],
                  metrics["steps_per_second"])
     tb.close()
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)  # the whole job: data, training, outputs
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -221,7 +225,7 @@ def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
     single = HydraConfig.get().mode != RunMode.MULTIRUN
     try:
-        metrics = train_run(cfg, out)
+        metrics = train_run(cfg, out, time.perf_counter())
     except ConfigError as e:
         if single:  # one clear line, no traceback, non-zero exit
             print(f"error: {e}", file=sys.stderr)
