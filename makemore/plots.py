@@ -39,10 +39,10 @@ def loss_curve(losses: torch.Tensor, evals: Sequence[Dict], title: str = ""):
         x = torch.arange(bin_, n + 1, bin_)
         label = "minibatch" if bin_ == 1 else f"minibatch (mean of {bin_} steps)"
         ax.plot(x.numpy(), y[:n].view(-1, bin_).mean(1).numpy(), lw=0.5, alpha=0.6, color="tab:blue", label=label)
-    for split, color in (("train", "tab:orange"), ("dev", "tab:green")):
+    for split, color, style, size in (("train", "tab:orange", "s-", 7), ("dev", "tab:green", "o--", 4)):
         pts = [(e["step"], sum(e[split]) / len(e[split])) for e in evals if e.get(split)]
         if pts:
-            ax.plot([p[0] for p in pts], [math.log10(p[1]) for p in pts], "o-", color=color, ms=4, label=f"{split} (full)")
+            ax.plot([p[0] for p in pts], [math.log10(p[1]) for p in pts], style, color=color, ms=size, label=f"{split} (full)")
     ax.set_xlabel("step")
     ax.set_ylabel("log10 loss")
     ax.set_title(title or "training loss")

@@ -141,7 +141,7 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
         if words:
             log.info("samples: %s", ", ".join(words))
             tb.text("samples", "\n".join(f"    {w}  ({s})" for w, s in zip(words, where)), progress.step)
-        if kind == "mlp":
+        if kind == "mlp" and progress.step > 0:  # an untrained model has no curve and a random map
             draw_plots(model, data.vocab, progress, out, tb)
             if not cfg.train.batch_size:
                 metrics["fit"] = fit_report(model, data)
