@@ -1,13 +1,15 @@
 """The pictures: loss curve, embedding map, lr-finder curve, sweep heatmap. matplotlib is imported
-lazily (it costs ~0.5 s of start-up) and always with the file-only Agg backend."""
+lazily (it costs ~0.5 s of start-up) and always with the file-only Agg backend; torch is not imported
+here, so the sweep report (heatmap only) stays light."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 MAX_POINTS = 20000
@@ -27,7 +29,7 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def loss_curve(losses: torch.Tensor, evals: Sequence[Dict], title: str = ""):
+def loss_curve(losses: "torch.Tensor", evals: Sequence[Dict], title: str = ""):
     """log10 of the minibatch loss per step, as the lecture plots it, with the full train/dev
     evaluations marked. losses: (steps,) or (steps, K) (the replicas' mean is drawn)."""
     plt = _plt()
@@ -36,9 +38,9 @@ def loss_curve(losses: torch.Tensor, evals: Sequence[Dict], title: str = ""):
         y = (losses.float().mean(1) if losses.dim() == 2 else losses.float()).log10()
         bin_ = max(1, len(y) // MAX_POINTS)  # long runs: mean of each `bin_` steps, to keep the plot quick
         n = len(y) // bin_ * bin_
-        x = torch.arange(bin_, n + 1, bin_)
+        x = range(bin_, n + 1, bin_)
         label = "minibatch" if bin_ == 1 else f"minibatch (mean of {bin_} steps)"
-        ax.plot(x.numpy(), y[:n].view(-1, bin_).mean(1).numpy(), lw=0.5, alpha=0.6, color="tab:blue", label=label)
+        ax.plot(list(x), y[:n].view(-1, bin_).mean(1).numpy(), lw=0.5, alpha=0.6, color="tab:blue", label=label)
     for split, color, style, size in (("train", "tab:orange", "s-", 7), ("dev", "tab:green", "o--", 4)):
         pts = [(e["step"], sum(e[split]) / len(e[split])) for e in evals if e.get(split)]
         if pts:
@@ -52,8 +54,10 @@ def loss_curve(losses: torch.Tensor, evals: Sequence[Dict], title: str = ""):
     return fig
 
 
-def project_2d(C: torch.Tensor) -> Tuple[torch.Tensor, str]:
+def project_2d(C: "torch.Tensor") -> Tuple["torch.Tensor", str]:
     """C (V, E) -> (V, 2): the coordinates themselves for E = 2, else the first two principal components."""
+    import torch
+
     C = C.detach().float().cpu()
     if C.shape[1] == 1:
         return torch.cat([C, torch.zeros_like(C)], 1), "1-D embedding"
@@ -65,7 +69,7 @@ def project_2d(C: torch.Tensor) -> Tuple[torch.Tensor, str]:
     return X @ Vh[:2].T, f"PCA projection of the {C.shape[1]}-D embedding ({100 * var:.0f}% of variance)"
 
 
-def embedding_map(C: torch.Tensor, labels: Sequence[str]):
+def embedding_map(C: "torch.Tensor", labels: Sequence[str]):
     """Every character at its (projected) embedding, labeled, as the lecture draws emb = 2."""
     plt = _plt()
     xy, title = project_2d(C)
