@@ -155,18 +155,19 @@ class MLP:
     @torch.no_grad()
     def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
         """Mean loss of each replica over all of (X, Y) (shared by the replicas), in no-grad chunks."""
-        total = torch.zeros(self.replicas, dtype=torch.float64, device=self.device)
+        # summed in float64 on the CPU (MPS has no float64), one small copy per chunk
+        total = torch.zeros(self.replicas, dtype=torch.float64)
         chunk = max(1024, chunk // self.replicas)
         for i in range(0, X.shape[0], chunk):
             x, y = X[i:i + chunk].to(self.device), Y[i:i + chunk].to(self.device)
             n = x.shape[0]
             if self.norm == "none":
                 for k in range(self.replicas):
-                    total[k] += F.cross_entropy(self._plain_logits(k, x), y, reduction="sum").double()
+                    total[k] += F.cross_entropy(self._plain_logits(k, x), y, reduction="sum").cpu().double()
             else:
                 logits = self.forward(x.unsqueeze(0).expand(self.replicas, n, -1), train=False)
                 ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.repeat(self.replicas), reduction="none")
-                total += ce.view(self.replicas, n).double().sum(1)
+                total += ce.view(self.replicas, n).sum(1).cpu().double()
         return (total / max(X.shape[0], 1)).float()
 
     def _plain_logits(self, k: int, x: torch.Tensor) -> torch.Tensor:
@@ -214,7 +215,7 @@ class Bigram:
     @torch.no_grad()
     def evaluate(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         lp = self.logP[X[:, -1].to(self.device), Y.to(self.device)]
-        return (-lp.double().mean()).float().view(1)
+        return (-lp.cpu().double().mean()).float().view(1)
 
     @torch.no_grad()
     def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
