@@ -112,16 +112,27 @@ class RunLog(Hooks):
 
     def __init__(self, tb: TensorBoard, console: Console, log_every: int, save_checkpoint):
         self.tb, self.console, self.log_every, self.save_checkpoint = tb, console, log_every, save_checkpoint
+        self.window = [0.0, 0.0, 0]  # sums of loss and log10 loss, and steps, since the last point
 
     def on_segment(self, start: int, losses: torch.Tensor, lrs: List[float], progress: Progress) -> None:
+        """One point per window of log_every steps, windows ending on multiples of log_every
+        (a window may span segments)."""
         mean = losses.mean(1)  # over replicas
         log10 = losses.log10().mean(1)
-        for a in range(0, len(lrs), self.log_every):
-            b = min(a + self.log_every, len(lrs))
-            self.tb.scalars(start + b, {"train/minibatch_loss": mean[a:b].mean().item(),
-                                        "train/minibatch_log10_loss": log10[a:b].mean().item(),
-                                        "train/lr": lrs[b - 1]})
+        L, pos = self.log_every, 0
+        for b in range((start // L + 1) * L, start + len(lrs) + 1, L):
+            self._add(mean[pos:b - start], log10[pos:b - start])
+            s, s10, n = self.window
+            self.tb.scalars(b, {"train/minibatch_loss": s / n, "train/minibatch_log10_loss": s10 / n,
+                                "train/lr": lrs[b - start - 1]})
+            self.window, pos = [0.0, 0.0, 0], b - start
+        self._add(mean[pos:], log10[pos:])
         self.console.update(start + len(lrs), float(mean[-50:].mean()), lrs[-1])
+
+    def _add(self, loss: torch.Tensor, log10: torch.Tensor) -> None:
+        self.window[0] += float(loss.sum())
+        self.window[1] += float(log10.sum())
+        self.window[2] += loss.numel()
 
     def on_eval(self, step: int, losses: Dict[str, torch.Tensor]) -> None:
         values = {}

@@ -67,9 +67,10 @@ def find_lr(model, data, steps: int, start: float, end: float, batch_size: int, 
     g = torch.Generator().manual_seed(seed)
     if batch_size:
         ix = torch.randint(0, Xtr.shape[0], (steps, model.replicas, N), generator=g).to(model.device)
-    else:
-        ix = torch.arange(Xtr.shape[0], device=model.device).expand(steps, model.replicas, N)
-    rows, targets = step.batches(Xtr, Ytr, ix)
+        rows, targets = step.batches(Xtr, Ytr, ix)
+    else:  # full batch: one batch, reused by every step
+        rows, targets = step.batches(Xtr, Ytr, torch.arange(Xtr.shape[0], device=model.device).expand(1, model.replicas, N))
+        rows, targets = rows * steps, targets * steps
     picked = torch.empty(steps, *targets[0].shape, device=model.device)
     for i, e in enumerate(exps):
         step(rows[i], targets[i], 10 ** e, picked[i])

@@ -7,8 +7,8 @@
     loss   = cross_entropy(logits, Y)
 
 Every parameter carries a leading replica dimension K (K = 1 for a plain run), so K models of the same
-shape train side by side with batched matrix products. All parameters live in one flat buffer (the
-decayed weights C, W1, W2 first) so the optimizer can touch them with single in-place operations.
+shape train side by side with batched matrix products. All parameters live in one flat buffer, views of which
+are the parameters, so a checkpoint is one tensor.
 
 `forward` here is the readable reference (autograd-friendly); `step.py` holds the fast training step
 with the hand-derived backward pass, tested against this one.
@@ -182,9 +182,6 @@ class MLP:
     def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """context: (K, N, block_size) -> probabilities (K, N, vocab) for sampling."""
         return torch.softmax(self.forward(context) / temperature, dim=-1)
-
-    def describe(self) -> List[str]:
-        return [f"{name} {tuple(t.shape[1:])}" for name, t in self.params.items()]
 
 
 class Bigram:

@@ -27,7 +27,14 @@ log = logging.getLogger("makemore")
 register_configs()
 register_resolvers()
 
-COMPARED_ON_RESUME = ("data", "model", "schedule", "seed")
+# what must match for a resumed run to continue the same trajectory
+COMPARED_ON_RESUME = ("data", "model", "schedule", "seed", "train.replicas", "train.batch_size", "train.weight_decay")
+
+
+def _pick(d: Dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -76,10 +83,14 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
     if cfg.resume:
         if ckpt_path.is_file():
             state = checkpoint.load(ckpt_path)
-            for key in COMPARED_ON_RESUME:
-                if state["config"].get(key) != conf.get(key):
-                    raise ConfigError(f"resume=true: {ckpt_path} was written with a different `{key}` config; "
-                                      f"resume with the same {key} settings or use a new hydra.run.dir")
+            for key in COMPARED_ON_RESUME + (("train.steps",) if conf["schedule"]["name"] == "cosine" else ()):
+                if _pick(state["config"], key) != _pick(conf, key):
+                    raise ConfigError(f"resume=true: {ckpt_path} was written with a different `{key}`; "
+                                      f"resume with the same {key} or use a new hydra.run.dir")
+            if state["vocab"] != data.vocab.itos:
+                raise ConfigError(f"resume=true: data.path gives a different vocabulary than {ckpt_path} was trained on")
+            if state["step"] > cfg.train.steps:
+                raise ConfigError(f"resume=true: {ckpt_path} is at step {state['step']}, beyond train.steps={cfg.train.steps}")
             model.load_state_dict(state["model"])
             progress = state["progress"]
             log.info("resuming from %s at step %d", ckpt_path, progress.step)
@@ -117,10 +128,10 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
             try:
                 progress = fit(model, data, steps=steps, batch_size=cfg.train.batch_size, schedule=sched,
                                eval_every=cfg.train.eval_every, checkpoint_every=cfg.train.checkpoint_every,
-                               seed=cfg.seed, weight_decay=cfg.train.weight_decay, hooks=hooks, progress=progress)
+                               seed=cfg.seed, weight_decay=cfg.train.weight_decay, hooks=hooks, progress=progress,
+                               eval_threads=eval_threads)
             finally:
                 console.close()
-            torch.set_num_threads(eval_threads)
     except Diverged as e:
         status, error = "diverged", str(e)
         log.error("%s", e)
@@ -186,7 +197,8 @@ def fit_report(model, data) -> Dict[str, Any]:
     ctx_total = torch.bincount(inverse, minlength=len(ctx)).float()
     floor = -(counts.float() * (counts.float() / ctx_total[pairs[:, 0]]).log()).sum() / len(Y)
     with torch.no_grad():
-        pred = model.forward(X.unsqueeze(0)).argmax(-1)[0]
+        x = X.to(model.device).unsqueeze(0).expand(model.replicas, -1, -1)
+        pred = model.forward(x).argmax(-1)[0].cpu()  # replica 0
     vocab = data.vocab
     rows = []
     for c in torch.nonzero(per_ctx > 1).flatten().tolist():
@@ -220,6 +232,12 @@ def summarize(train, dev, test, progress, params: int, examples: Dict[str, int],
     return m
 
 
+def failed_job(out: Path, error: str) -> float:
+    log.error("%s", error)
+    write_json(out / "metrics.json", {"status": "failed", "error": error, "dev_loss": None, "train_loss": None})
+    return math.inf
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -230,9 +248,12 @@ def main(cfg: DictConfig) -> float:
         if single:  # one clear line, no traceback, non-zero exit
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        log.error("invalid point: %s", e)  # in a sweep: record it and let the other jobs go on
-        write_json(out / "metrics.json", {"status": "failed", "error": str(e), "dev_loss": None, "train_loss": None})
-        return math.inf
+        return failed_job(out, str(e))
+    except Exception as e:  # in a sweep any failure is this job's alone: record it, let the others go on
+        if single:
+            raise
+        log.exception("job failed")
+        return failed_job(out, f"{type(e).__name__}: {e}")
     if metrics["status"] != "ok":
         if single:
             print(f"error: {metrics['error']}", file=sys.stderr)

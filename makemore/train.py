@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -55,13 +55,19 @@ class Hooks:
     def on_checkpoint(self, progress: Progress) -> None: ...
 
 
-def evaluate(model, data: Dataset, splits=("train", "dev")) -> Dict[str, torch.Tensor]:
-    return {s: model.evaluate(data.X[s], data.Y[s]).cpu() for s in splits}
+def evaluate(model, data: Dataset, splits=("train", "dev"), threads: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """Full losses of each split; with `threads`, evaluation (large products) uses that many."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        return {s: model.evaluate(data.X[s], data.Y[s]).cpu() for s in splits}
+    finally:
+        torch.set_num_threads(previous)
 
 
 def fit(model: MLP, data: Dataset, *, steps: int, batch_size: int, schedule: Schedule, eval_every: int,
         checkpoint_every: int, seed: int, weight_decay: float = 0.0, hooks: Optional[Hooks] = None,
-        progress: Optional[Progress] = None) -> Progress:
+        progress: Optional[Progress] = None, eval_threads: Optional[int] = None) -> Progress:
     """Train `model` (all its replicas) for `steps` SGD steps; resume from `progress` if given."""
     hooks = hooks or Hooks()
     progress = progress or Progress()
@@ -101,13 +107,13 @@ def fit(model: MLP, data: Dataset, *, steps: int, batch_size: int, schedule: Sch
         progress.lrs.extend(lrs)
         hooks.on_segment(start, losses, lrs, progress)
         if end % eval_every == 0 or end == steps:
-            ev = evaluate(model, data)
+            ev = evaluate(model, data, threads=eval_threads)
             progress.evals.append({"step": end, **{k: v.tolist() for k, v in ev.items()}})
             hooks.on_eval(end, ev)
         if end % checkpoint_every == 0 or end == steps:
             hooks.on_checkpoint(progress)
     if not progress.evals or progress.evals[-1]["step"] != steps:  # steps=0, or nothing left to train
-        ev = evaluate(model, data)
+        ev = evaluate(model, data, threads=eval_threads)
         progress.evals.append({"step": steps, **{k: v.tolist() for k, v in ev.items()}})
         hooks.on_eval(steps, ev)
     return progress
