@@ -36,7 +36,7 @@ def test_defaults_are_the_contract():
 @pytest.mark.parametrize("overrides", [
     ["model=bigram"], ["schedule=cosine"], ["device=cpu"], ["device=cuda"], ["device=mps"],
     ["experiment=lecture"], ["experiment=overfit_batch"], ["experiment=grid_hidden_emb"],
-    ["hparams_search=optuna"], ["hydra/launcher=slurm"], ["hydra/launcher=submitit_local"],
+    ["experiment=best"], ["hparams_search=optuna"], ["hparams_search=mlp_wide"], ["hydra/launcher=slurm"], ["hydra/launcher=submitit_local"],
 ])
 def test_every_option_composes(overrides):
     cfg = compose_cfg(*overrides, hydra_cfg=True)
@@ -55,6 +55,14 @@ def test_overfit_preset():
     cfg = compose_cfg("experiment=overfit_batch")
     assert (cfg.data.limit_words, cfg.model.emb, cfg.model.hidden, cfg.train.steps, cfg.train.batch_size) == (5, 2, 100, 1000, 0)
     assert list(cfg.schedule.lrs) == [0.1]
+
+
+def test_best_preset():
+    cfg = compose_cfg("experiment=best")
+    m, t = cfg.model, cfg.train
+    assert (m.block_size, m.emb, m.hidden, m.norm.value, m.init.value) == (6, 32, 1000, "layer", "scaled")
+    assert (t.steps, t.batch_size, t.weight_decay, t.eval_test) == (60000, 256, 0.0003, False)
+    assert (cfg.schedule.lr, cfg.schedule.min_lr) == (0.0626, 0.001)
 
 
 def test_grid_preset_is_a_multirun():

@@ -122,6 +122,18 @@ def test_optuna_search_records_best_params(tmp_path, words_file):
     assert db.is_file() and "alembic" not in r.stdout + r.stderr
 
 
+def test_the_best_model_search_runs(tmp_path, words_file):
+    """hparams_search=mlp_wide, the search behind experiment=best, with 2 trials of 20 steps."""
+    r = run_cli("hparams_search=mlp_wide", "hydra.sweeper.n_trials=2", "train.steps=20", "train.eval_every=20",
+                "train.checkpoint_every=20", f"data.path={words_file}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"model.block_size", "model.emb", "model.hidden", "model.norm",
+                                        "train.batch_size", "schedule.lr", "train.weight_decay"}
+    assert len(md_rows(sweep)) == 2
+
+
 def test_submitit_local_launcher(tmp_path, words_file):
     r = run_cli("-m", "hydra/launcher=submitit_local", "model.hidden=8,16", *TINY, f"data.path={words_file}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
