@@ -10,7 +10,9 @@ batch 32, lr 0.1 then 0.01 at half-way), with torch on 1 thread:
   2. the framework's training loop (makemore.train.fit) with 1 replica;
   3. the framework with 8 replicas in one process (one step advances all 8 models);
 and prints µs per step, the ratios, and the final dev loss of each, so speed is never bought with a
-worse model. Then the start-up time of `python -m makemore.run train.steps=0`.
+worse model. It also prints the arithmetic floor of one model-step: the time of its six matrix products
+at the rate this core reaches on a large product, which bounds what batching replicas can gain (batching
+removes per-operation overhead, not arithmetic). Then the start-up time of `python -m makemore.run train.steps=0`.
 """
 
 from __future__ import annotations
@@ -80,6 +82,25 @@ def framework_loop(ds, steps: int, milestone: int, replicas: int):
     return progress.seconds, statistics.fmean(dev), (statistics.stdev(dev) if len(dev) > 1 else 0.0)
 
 
+def step_macs(batch: int, block: int, emb: int, hidden: int, width: int) -> int:
+    """Multiply-adds of one model-step's six products, as step.py issues them (bias rows and the padded
+    output width included): h = [emb|1] W1a, logits = [h|1] W2a, dh = dlogits W2^T, demb = dhpre W1^T,
+    dW2a = [h|1]^T dlogits, dW1a = [emb|1]^T dhpre."""
+    fan_in = block * emb
+    return batch * (2 * (fan_in + 1) * hidden + 2 * (hidden + 1) * width + width * hidden + hidden * fan_in)
+
+
+def peak_flops(n: int = 512, reps: int = 50) -> float:
+    """Float32 FLOP/s of a large square product on the current threads: this core's practical ceiling."""
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    for _ in range(3):
+        torch.mm(a, b, out=c)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b, out=c)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
 def startup_seconds(runs: int = 3) -> float:
     times = []
     with tempfile.TemporaryDirectory() as d:
@@ -118,6 +139,12 @@ def main() -> None:
     print(f"8 replicas vs 8 separate framework runs (8 x the 1-replica time): {8 * fw_s / k8_s:.2f}x model-steps/s")
     print(f"8 replicas vs 8 separate notebook runs: {8 * nb_s / k8_s:.2f}x model-steps/s")
     print(f"dev loss, framework - notebook: {fw_dev - nb_dev:+.4f}")
+    width = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200).storage["W2a"].shape[2]
+    macs, flops = step_macs(32, 3, 10, 200, width), peak_flops()
+    floor_us = 1e6 * 2 * macs / flops
+    print(f"arithmetic floor: {macs / 1e6:.2f} M multiply-adds per model-step at {flops / 1e9:.0f} GFLOP/s "
+          f"(512x512 product) = {floor_us:.1f} us, so batching replicas of this step can give at most "
+          f"{us(fw_s) / floor_us:.2f}x the 1-replica model-steps/s")
     if not args.skip_startup:
         print(f"start-up: python -m makemore.run train.steps=0 takes {startup_seconds():.2f} s (median of 3)")
 
