@@ -158,6 +158,19 @@ except ImportError:  # pragma: no cover
     Callback = object
 
 
+class SweepCheck(Callback):
+    """Hydra callback: refuse, before any job starts, a multirun whose jobs would share a dir."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from .config import unnamed_swept_key
+
+        key = unnamed_swept_key(config.hydra.overrides.task, config.hydra.sweeper.get("params"))
+        if key:
+            print(f"error: a sweep cannot vary `{key}`: it is left out of job dir names, so its jobs would "
+                  f"share a dir; run one sweep per {key}", file=sys.stderr)
+            sys.exit(2)  # an exception here would only become a warning (Hydra catches callback errors)
+
+
 class SweepReport(Callback):
     """Hydra callback: the results table (and heatmap) of a multirun, written when it ends."""
 

@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from conftest import CONF, QUICK, run_cli
-from makemore.config import ConfigError, register_configs, register_resolvers, validate
+from makemore.config import ConfigError, register_configs, register_resolvers, unnamed_swept_key, validate
 
 register_configs()
 register_resolvers()
@@ -111,3 +111,15 @@ def test_cli_bad_config_one_clear_line(tmp_path, args, needle):
     assert needle in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").rglob("metrics.json"))
+
+
+@pytest.mark.parametrize("overrides, params, key", [
+    (["data.path=a.txt,b.txt"], None, "data.path"),
+    (["experiment=lecture,best", "model.hidden=8"], None, "experiment"),
+    (["device.threads=range(1,3)"], None, "device.threads"),
+    (["model.hidden=8,16", "data.path=a.txt", "seed=1,2"], None, None),  # a fixed path, a swept seed: fine
+    ([], {"model.emb": "choice(2, 4)", "device": "choice(cpu, cuda)"}, "device"),
+    ([], {"model.emb": "choice(2, 4)"}, None),
+])
+def test_sweeps_over_keys_left_out_of_dir_names_are_found(overrides, params, key):
+    assert unnamed_swept_key(overrides, params) == key

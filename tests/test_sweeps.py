@@ -122,6 +122,14 @@ def test_optuna_search_records_best_params(tmp_path, words_file):
     assert db.is_file() and "alembic" not in r.stdout + r.stderr
 
 
+def test_a_sweep_over_data_files_is_refused_before_any_job(tmp_path, words_file):
+    """data.path is left out of job dir names, so two files' jobs would share a dir."""
+    r = run_cli("-m", f"data.path={words_file},{words_file}", *TINY, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: a sweep cannot vary `data.path`")
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
 def test_the_best_model_search_runs(tmp_path, words_file):
     """hparams_search=mlp_wide, the search behind experiment=best, with 2 trials of 20 steps."""
     r = run_cli("hparams_search=mlp_wide", "hydra.sweeper.n_trials=2", "train.steps=20", "train.eval_every=20",
