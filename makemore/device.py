@@ -41,6 +41,11 @@ def threads(requested: int, parallel_jobs: int = 1) -> int:
 PARALLEL_STEP_MACS = 8_000_000
 
 
+def step_macs(replicas: int, batch: int, block_size: int, emb: int, hidden: int, vocab: int) -> int:
+    """About the multiply-adds of one training step: 3 products (forward, two backward) per layer."""
+    return replicas * batch * hidden * (block_size * emb + vocab) * 3
+
+
 def train_threads(requested: int, available: int, macs_per_step: int) -> int:
     """Threads for the training loop: what was asked for, else 1 for small steps, else all available."""
     if requested > 0:

@@ -96,8 +96,10 @@ def run(cfg: DictConfig, out: Path) -> Dict:
     if conf["model"]["kind"] != "mlp":
         raise ConfigError("lr_find needs model=mlp (the bigram model is trained by counting, with no lr)")
     dev = device_mod.resolve(conf["device"]["name"])
-    torch.set_num_threads(device_mod.threads(cfg.device.threads))
     data = data_mod.load(cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words)
+    N = cfg.train.batch_size or data.examples()["train"]
+    macs = device_mod.step_macs(1, N, cfg.model.block_size, cfg.model.emb, cfg.model.hidden, len(data.vocab))
+    torch.set_num_threads(device_mod.train_threads(cfg.device.threads, device_mod.threads(0), macs))
     model = model_mod.build("mlp", len(data.vocab), block_size=cfg.model.block_size, emb=cfg.model.emb,
                             hidden=cfg.model.hidden, norm=conf["model"]["norm"], init=conf["model"]["init"],
                             seed=cfg.seed, device=dev)

@@ -48,10 +48,12 @@ def parallel_jobs() -> int:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return 1
-    n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=1) or 1
     from .device import cores
 
-    return cores() if n_jobs < 0 else int(n_jobs)
+    n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=1) or 1
+    n_jobs = cores() if n_jobs < 0 else int(n_jobs)
+    batch = OmegaConf.select(hc, "sweeper.n_jobs", default=None)  # Optuna launches trials in batches of this
+    return min(n_jobs, int(batch)) if batch and batch > 0 else n_jobs
 
 
 def config_dict(cfg: DictConfig) -> Dict[str, Any]:
@@ -117,7 +119,7 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
             save_checkpoint(progress)
         else:
             N = cfg.train.batch_size or data.examples()["train"]
-            macs = replicas * N * cfg.model.hidden * (cfg.model.block_size * cfg.model.emb + len(data.vocab)) * 3
+            macs = device_mod.step_macs(replicas, N, cfg.model.block_size, cfg.model.emb, cfg.model.hidden, len(data.vocab))
             train_threads = device_mod.train_threads(cfg.device.threads, eval_threads, macs)
             torch.set_num_threads(train_threads)
             log.info("torch threads: %d for training, %d for evaluation (%d parallel job%s)", train_threads,

@@ -140,6 +140,9 @@ def test_the_best_model_search_runs(tmp_path, words_file):
     assert set(best["best_params"]) == {"model.block_size", "model.emb", "model.hidden", "model.norm",
                                         "train.batch_size", "schedule.lr", "train.weight_decay"}
     assert len(md_rows(sweep)) == 2
+    # trials run one at a time (hydra.sweeper.n_jobs=1), so each may use every core
+    logs = [p.read_text() for p in sweep.rglob("run.log")]
+    assert len(logs) == 2 and all("(1 parallel job)" in text for text in logs)
 
 
 def test_submitit_local_launcher(tmp_path, words_file):
