@@ -30,8 +30,18 @@ def _value(text: str) -> Any:
 
 
 def find_jobs(sweep_dir: Path) -> List[Path]:
-    """Every job dir below the sweep dir (a dir holding .hydra/overrides.yaml)."""
-    return sorted(p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml") if p.parent.parent != sweep_dir)
+    """The sweep's job dirs: <subdir>/ or <subdir>/seed=N/ (conf/config.yaml) holding the .hydra record of
+    a multirun job (single runs that happen to lie there are not part of a sweep)."""
+    found = list(sweep_dir.glob("*/.hydra/hydra.yaml")) + list(sweep_dir.glob("*/*/.hydra/hydra.yaml"))
+    return sorted(p.parent.parent for p in found if _is_sweep_job(p))
+
+
+def _is_sweep_job(hydra_yaml: Path) -> bool:
+    try:
+        mode = (yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra", {}).get("mode")
+    except (OSError, yaml.YAMLError):
+        return False
+    return mode == "MULTIRUN" and (hydra_yaml.parent / "overrides.yaml").is_file()
 
 
 def read_job(job: Path, sweep_dir: Path) -> Dict[str, Any]:
@@ -85,10 +95,11 @@ def to_csv(rows: Sequence[Dict[str, Any]], keys: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["job", *keys, "params", "train_loss", "train_loss_std", "dev_loss", "dev_loss_std", "seconds", "status", "error"])
+    cell = lambda x: "" if x is None else x  # noqa: E731  (a loss of 0.0 stays 0.0)
     for r in rows:
-        w.writerow([r["job"], *(r["knobs"].get(k, "") for k in keys), r["params"] or "", r["train_loss"] or "",
-                    r["train_loss_std"] or "", r["dev_loss"] or "", r["dev_loss_std"] or "", r["seconds"] or "",
-                    r["status"], r["error"] or ""])
+        w.writerow([r["job"], *(r["knobs"].get(k, "") for k in keys),
+                    *(cell(r[c]) for c in ("params", "train_loss", "train_loss_std", "dev_loss", "dev_loss_std",
+                                           "seconds", "status", "error"))])
     return buf.getvalue()
 
 
@@ -190,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {d} is not a directory", file=sys.stderr)
         return 2
     if not find_jobs(d):
-        print(f"error: {d} holds no sweep jobs (no */.hydra/overrides.yaml)", file=sys.stderr)
+        print(f"error: {d} holds no sweep jobs (dirs whose .hydra/hydra.yaml says mode: MULTIRUN)", file=sys.stderr)
         return 2
     build_report(d)
     return 0

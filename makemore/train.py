@@ -116,4 +116,5 @@ def fit(model: MLP, data: Dataset, *, steps: int, batch_size: int, schedule: Sch
         ev = evaluate(model, data, threads=eval_threads)
         progress.evals.append({"step": steps, **{k: v.tolist() for k, v in ev.items()}})
         hooks.on_eval(steps, ev)
+        hooks.on_checkpoint(progress)  # so even an untrained model can be sampled and resumed
     return progress

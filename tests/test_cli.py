@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import QUICK, metrics, run_cli, run_dirs
+from conftest import QUICK, metrics, run_cli, run_dirs, run_module
 from makemore import checkpoint
 
 
@@ -61,8 +61,12 @@ def test_run_from_another_working_directory_with_a_relative_data_path(tmp_path, 
     rel = os.path.relpath(words_file, tmp_path / "sub")  # relative to where the user types the command
     r = run_cli(*QUICK, f"data.path={rel}", "train.steps=0", cwd=tmp_path / "sub")
     assert r.returncode == 0, r.stderr
-    m = metrics(run_dirs(tmp_path / "sub")[0])
+    run = run_dirs(tmp_path / "sub")[0]
+    m = metrics(run)
     assert m["steps"] == 0 and m["dev_loss"] > 3  # steps=0 just evaluates the initial model
+    assert (run / "checkpoint.pt").is_file()  # and keeps it, so it can be sampled from
+    r = run_module("makemore.sample", str(run), "-n", "3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
 
 
 def test_replicas_report_mean_and_std(tmp_path, words_file):
