@@ -79,7 +79,7 @@ class CosineSchedule:
 @dataclass
 class DeviceConfig:
     name: DeviceKind = DeviceKind.auto
-    threads: int = 0  # torch threads; 0 = cores // parallel jobs (at least 1)
+    threads: int = 0  # torch threads; 0 = automatic: 1 for small training steps, else cores // parallel jobs
 
 
 @dataclass
