@@ -97,7 +97,8 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
             progress = state["progress"]
             log.info("resuming from %s at step %d", ckpt_path, progress.step)
         else:
-            log.info("resume=true but %s does not exist yet: starting from scratch", ckpt_path)
+            log.warning("resume=true but %s does not exist: starting from scratch (to resume a run, pass its dir "
+                        "as hydra.run.dir)", ckpt_path)
 
     # From here on the run writes into its dir.
     log.info("data: %s; examples %s; vocabulary %d", data.source, data.examples(), len(data.vocab))
