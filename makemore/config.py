@@ -135,20 +135,17 @@ def job_name(override_dirname: str, task_overrides: Any) -> str:
     return name + "/" + seeds[0] if seeds else name
 
 
-# Keys left out of sweep job dir names (conf/config.yaml exclude_keys) that a sweep may not vary:
-# their jobs would share one dir. (seed is left out too, but job_name gives it its own level.)
-UNNAMED_KEYS = ("data.path", "experiment", "device", "device.threads", "resume")
-
-
-def unnamed_swept_key(task_overrides: Any, sweeper_params: Any) -> Optional[str]:
-    """The first of UNNAMED_KEYS that a multirun varies, from its command-line overrides
-    ("key=a,b", "key=range(...)", ...) and its sweeper's params; None if there is none."""
+def unnamed_swept_key(task_overrides: Any, sweeper_params: Any, excluded: Any) -> Optional[str]:
+    """The first key left out of job dir names (`excluded`, hydra's override_dirname.exclude_keys) that a
+    multirun varies, from its command-line overrides ("key=a,b", "key=range(...)", ...) and its sweeper's
+    params: its jobs would share one dir. seed is exempt: job_name gives it its own level."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    unnamed = set(excluded or ()) - {"seed"}
     texts = [str(o) for o in (task_overrides or [])]
     texts += [f"{k}={v}" for k, v in dict(sweeper_params or {}).items()]
     for o in OverridesParser.create().parse_overrides(texts):
-        if o.key_or_group in UNNAMED_KEYS and o.is_sweep_override():
+        if o.key_or_group in unnamed and o.is_sweep_override():
             return o.key_or_group
     return None
 

@@ -84,7 +84,7 @@ def find_lr(model, data, steps: int, start: float, end: float, batch_size: int, 
 
 def run(cfg: DictConfig, out: Path) -> Dict:
     from . import data as data_mod, device as device_mod, logs, model as model_mod, plots
-    from .run import config_dict, write_json
+    from .run import config_dict, training_threads, write_json
 
     validate(cfg)
     lf = cfg.lr_find
@@ -97,9 +97,7 @@ def run(cfg: DictConfig, out: Path) -> Dict:
         raise ConfigError("lr_find needs model=mlp (the bigram model is trained by counting, with no lr)")
     dev = device_mod.resolve(conf["device"]["name"])
     data = data_mod.load(cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words)
-    N = cfg.train.batch_size or data.examples()["train"]
-    macs = device_mod.step_macs(1, N, cfg.model.block_size, cfg.model.emb, cfg.model.hidden, len(data.vocab))
-    torch.set_num_threads(device_mod.train_threads(cfg.device.threads, device_mod.threads(0), macs))
+    torch.set_num_threads(training_threads(cfg, data, 1, device_mod.threads(cfg.device.threads)))
     model = model_mod.build("mlp", len(data.vocab), block_size=cfg.model.block_size, emb=cfg.model.emb,
                             hidden=cfg.model.hidden, norm=conf["model"]["norm"], init=conf["model"]["init"],
                             seed=cfg.seed, device=dev)

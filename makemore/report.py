@@ -175,7 +175,8 @@ class SweepCheck(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         from .config import unnamed_swept_key
 
-        key = unnamed_swept_key(config.hydra.overrides.task, config.hydra.sweeper.get("params"))
+        key = unnamed_swept_key(config.hydra.overrides.task, config.hydra.sweeper.get("params"),
+                                config.hydra.job.config.override_dirname.exclude_keys)
         if key:
             print(f"error: a sweep cannot vary `{key}`: it is left out of job dir names, so its jobs would "
                   f"share a dir; run one sweep per {key}", file=sys.stderr)

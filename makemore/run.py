@@ -56,6 +56,15 @@ def parallel_jobs() -> int:
     return min(n_jobs, int(batch)) if batch and batch > 0 else n_jobs
 
 
+def training_threads(cfg: DictConfig, data, replicas: int, available: int) -> int:
+    """Torch threads for the training steps of this config (device.threads, else by the step's size)."""
+    from . import device as device_mod
+
+    N = cfg.train.batch_size or data.examples()["train"]
+    macs = device_mod.step_macs(replicas, N, cfg.model.block_size, cfg.model.emb, cfg.model.hidden, len(data.vocab))
+    return device_mod.train_threads(cfg.device.threads, available, macs)
+
+
 def config_dict(cfg: DictConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
@@ -119,9 +128,7 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
             progress.evals.append({"step": 0, **{k: v.tolist() for k, v in ev.items()}})
             save_checkpoint(progress)
         else:
-            N = cfg.train.batch_size or data.examples()["train"]
-            macs = device_mod.step_macs(replicas, N, cfg.model.block_size, cfg.model.emb, cfg.model.hidden, len(data.vocab))
-            train_threads = device_mod.train_threads(cfg.device.threads, eval_threads, macs)
+            train_threads = training_threads(cfg, data, replicas, eval_threads)
             torch.set_num_threads(train_threads)
             log.info("torch threads: %d for training, %d for evaluation (%d parallel job%s)", train_threads,
                      eval_threads, jobs, "s" if jobs > 1 else "")

@@ -122,4 +122,5 @@ def test_cli_bad_config_one_clear_line(tmp_path, args, needle):
     ([], {"model.emb": "choice(2, 4)"}, None),
 ])
 def test_sweeps_over_keys_left_out_of_dir_names_are_found(overrides, params, key):
-    assert unnamed_swept_key(overrides, params) == key
+    excluded = compose_cfg(hydra_cfg=True).hydra.job.config.override_dirname.exclude_keys
+    assert unnamed_swept_key(overrides, params, excluded) == key
