@@ -86,7 +86,8 @@ class DeviceConfig:
 class TrainConfig:
     steps: int = 200000
     batch_size: int = 32  # 0 = full batch (every training example every step)
-    eval_every: int = 10000
+    eval_every: Optional[int] = None  # null: train.steps / 20 (20 evaluations per run)
+    eval_examples: Optional[int] = 1000000  # examples per split a periodic evaluation scores (null: all)
     eval_test: bool = False
     checkpoint_every: int = 10000
     replicas: int = 1
@@ -114,6 +115,14 @@ class Config:
     lr_find: LrFindConfig = field(default_factory=LrFindConfig)
 
 
+def schedule_keys() -> List[str]:
+    """Every key of every schedule (schedule.name, .lrs, .milestones, .lr, .min_lr, .warmup)."""
+    from dataclasses import fields
+
+    keys = [f"schedule.{f.name}" for cls in (StepSchedule, CosineSchedule) for f in fields(cls)]
+    return list(dict.fromkeys(keys))
+
+
 def register_configs() -> None:
     """Put the schema into Hydra's ConfigStore (imported lazily so plain users need no Hydra)."""
     from hydra.core.config_store import ConfigStore
@@ -135,19 +144,53 @@ def job_name(override_dirname: str, task_overrides: Any) -> str:
     return name + "/" + seeds[0] if seeds else name
 
 
-def unnamed_swept_key(task_overrides: Any, sweeper_params: Any, excluded: Any) -> Optional[str]:
-    """The first key left out of job dir names (`excluded`, hydra's override_dirname.exclude_keys) that a
-    multirun varies, from its command-line overrides ("key=a,b", "key=range(...)", ...) and its sweeper's
-    params: its jobs would share one dir. seed is exempt: job_name gives it its own level."""
+def swept_keys(task_overrides: Any, sweeper_params: Any) -> List[str]:
+    """The keys (or groups) a multirun varies, in order: its command-line sweeps ("key=a,b",
+    "key=range(...)", ...) and its sweeper's params (a grid preset's or Optuna's search space)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    unnamed = set(excluded or ()) - {"seed"}
     texts = [str(o) for o in (task_overrides or [])]
     texts += [f"{k}={v}" for k, v in dict(sweeper_params or {}).items()]
+    keys: List[str] = []
     for o in OverridesParser.create().parse_overrides(texts):
-        if o.key_or_group in unnamed and o.is_sweep_override():
-            return o.key_or_group
-    return None
+        if o.is_sweep_override() and o.key_or_group not in keys:
+            keys.append(o.key_or_group)
+    return keys
+
+
+def unnamed_swept_key(task_overrides: Any, sweeper_params: Any, excluded: Any) -> Optional[str]:
+    """The first key left out of job dir names (`excluded`, hydra's override_dirname.exclude_keys) that a
+    multirun varies: its jobs would share one dir. seed is exempt: job_name gives it its own level."""
+    unnamed = set(excluded or ()) - {"seed"}
+    return next((k for k in swept_keys(task_overrides, sweeper_params) if k in unnamed), None)
+
+
+MAX_NAME = 200  # characters of a run dir's name (file systems allow 255 bytes)
+_claimed: dict = {}
+
+
+def run_dir(parent: str, stamp: str, overrides: str) -> str:
+    """A single run's dir, `<parent>/<stamp>_<overrides>` (just the stamp without overrides), created here so
+    that two runs started in the same second with the same overrides get distinct dirs (`_2`, `_3`, ...).
+    Memoized: Hydra may resolve hydra.run.dir more than once in a process."""
+    import hashlib
+    import os
+
+    key = (parent, stamp, overrides)
+    if key not in _claimed:
+        name = f"{stamp}_{overrides}" if overrides else stamp
+        if len(name) > MAX_NAME:  # keep it readable and unique: a prefix and a hash of the whole
+            name = name[:MAX_NAME - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+        os.makedirs(parent, exist_ok=True)
+        for n in range(1, 10000):
+            path = os.path.join(parent, name if n == 1 else f"{name}_{n}")
+            try:
+                os.mkdir(path)  # atomic: of two processes, one gets it
+                break
+            except FileExistsError:
+                continue
+        _claimed[key] = path
+    return _claimed[key]
 
 
 def register_resolvers() -> None:
@@ -158,6 +201,7 @@ def register_resolvers() -> None:
     # a per-process value for run and sweep dir names: two runs started in the same second differ
     OmegaConf.register_new_resolver("mm.pid", lambda: os.getpid(), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("mm.job_name", job_name, replace=True)
+    OmegaConf.register_new_resolver("mm.run_dir", run_dir, replace=True)
 
 
 def _positive_int(value: Any, key: str, minimum: int = 1) -> None:
@@ -178,7 +222,10 @@ def validate(cfg: Any) -> None:
     _positive_int(m.hidden, "model.hidden")
     _positive_int(t.steps, "train.steps", 0)
     _positive_int(t.batch_size, "train.batch_size", 0)
-    _positive_int(t.eval_every, "train.eval_every")
+    if t.eval_every is not None:
+        _positive_int(t.eval_every, "train.eval_every")
+    if t.eval_examples is not None:
+        _positive_int(t.eval_examples, "train.eval_examples")
     _positive_int(t.checkpoint_every, "train.checkpoint_every")
     _positive_int(t.replicas, "train.replicas")
     _positive_int(t.log_every, "train.log_every")

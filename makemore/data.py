@@ -38,7 +38,8 @@ def embedded_names() -> List[str]:
 
 
 def read_words(path: str) -> List[str]:
-    """One word per line of a UTF-8 text file; blank lines skipped, line ends stripped."""
+    """One word per line of a UTF-8 text file; blank lines skipped, line ends and a leading byte-order
+    mark stripped."""
     p = Path(path).expanduser()
     if not p.exists():
         raise ConfigError(f"data.path: no such file: {p}")
@@ -50,6 +51,7 @@ def read_words(path: str) -> List[str]:
         raise ConfigError(f"data.path: cannot read {p}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"data.path: {p} is not UTF-8 text (bad byte at offset {e.start})") from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors write one) is not a character
     words = [line.strip("\r\n") for line in text.split("\n")]
     words = [w for w in words if w.strip()]
     if not words:

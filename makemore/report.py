@@ -11,6 +11,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import math
 import statistics
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
+
+log = logging.getLogger("makemore")
 
 NOT_A_KEY = ("experiment", "hparams_search")  # group choices that select presets, not knobs
 
@@ -34,6 +37,11 @@ def find_jobs(sweep_dir: Path) -> List[Path]:
     a multirun job (single runs that happen to lie there are not part of a sweep)."""
     found = list(sweep_dir.glob("*/.hydra/hydra.yaml")) + list(sweep_dir.glob("*/*/.hydra/hydra.yaml"))
     return sorted(p.parent.parent for p in found if _is_sweep_job(p))
+
+
+def sweep_root(job: Path) -> Path:
+    """The sweep dir a job belongs to, from the layout: <sweep>/<subdir> or <sweep>/<subdir>/seed=N."""
+    return job.parent.parent if job.name.startswith("seed=") else job.parent
 
 
 def _is_sweep_job(hydra_yaml: Path) -> bool:
@@ -170,17 +178,32 @@ except ImportError:  # pragma: no cover
 
 
 class SweepCheck(Callback):
-    """Hydra callback: refuse, before any job starts, a multirun whose jobs would share a dir."""
+    """Hydra callback, before any job starts: refuse a multirun whose jobs would share a dir; name the sweep
+    dir; write its TensorBoard HParams summary (the swept keys first); keep Optuna's log lines plain."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from .config import unnamed_swept_key
+        from omegaconf import OmegaConf
 
-        key = unnamed_swept_key(config.hydra.overrides.task, config.hydra.sweeper.get("params"),
-                                config.hydra.job.config.override_dirname.exclude_keys)
+        from . import logs
+        from .config import swept_keys, unnamed_swept_key
+
+        task, params = config.hydra.overrides.task, config.hydra.sweeper.get("params")
+        key = unnamed_swept_key(task, params, config.hydra.job.config.override_dirname.exclude_keys)
         if key:
             print(f"error: a sweep cannot vary `{key}`: it is left out of job dir names, so its jobs would "
                   f"share a dir; run one sweep per {key}", file=sys.stderr)
             sys.exit(2)  # an exception here would only become a warning (Hydra catches callback errors)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        log.info("run dir: %s", sweep_dir.resolve())
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        hp = logs.run_hparams(OmegaConf.to_container(config, resolve=False))  # for its keys; values come from jobs
+        logs.sweep_hparams(str(sweep_dir), logs.hparam_names(swept_keys(task, params), hp))
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
+            import optuna
+
+            # Optuna's own handler colours its lines (ANSI codes in a log file); Hydra's handlers print plainly
+            optuna.logging.disable_default_handler()
+            optuna.logging.enable_propagation()
 
 
 class SweepReport(Callback):
@@ -190,6 +213,7 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             build_report(sweep_dir)
+            log.info("run dir: %s", sweep_dir.resolve())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -201,8 +225,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not d.is_dir():
         print(f"error: {d} is not a directory", file=sys.stderr)
         return 2
-    if not find_jobs(d):
-        print(f"error: {d} holds no sweep jobs (dirs whose .hydra/hydra.yaml says mode: MULTIRUN)", file=sys.stderr)
+    jobs = find_jobs(d)
+    if not jobs:
+        print(f"error: {d} holds no sweep jobs (dirs whose .hydra/hydra.yaml says mode: MULTIRUN); pass one sweep "
+              f"dir, e.g. outputs/multirun/<date>_<time>_<pid>", file=sys.stderr)
+        return 2
+    others = sorted({sweep_root(j) for j in jobs} - {d})
+    if others:  # e.g. outputs/multirun itself: one table of unrelated sweeps would mislead
+        print(f"error: {d} is not one sweep: it holds the sweep{'s' if len(others) > 1 else ''} "
+              f"{', '.join(p.name for p in others[:3])}{', ...' if len(others) > 3 else ''}; pass one of them, e.g. "
+              f"python -m makemore.report {others[-1]}", file=sys.stderr)
         return 2
     build_report(d)
     return 0

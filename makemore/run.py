@@ -10,10 +10,11 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -76,7 +77,7 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
     import torch
 
     from . import checkpoint, data as data_mod, device as device_mod, logs, model as model_mod, sample, schedule
-    from .train import Diverged, Progress, evaluate, fit
+    from .train import Diverged, Progress, eval_interval, evaluate, fit
 
     validate(cfg)
     conf = config_dict(cfg)
@@ -109,11 +110,15 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
             log.warning("resume=true but %s does not exist: starting from scratch (to resume a run, pass its dir "
                         "as hydra.run.dir)", ckpt_path)
 
-    # From here on the run writes into its dir.
+    # From here on the run writes into its dir (bad input has been refused with nothing written).
+    log.info("run dir: %s", out)
     log.info("data: %s; examples %s; vocabulary %d", data.source, data.examples(), len(data.vocab))
     log.info("model: %s, %d parameters%s, device %s", kind, model.num_params(),
              f" x {replicas} replicas" if replicas > 1 else "", dev)
     tb = logs.TensorBoard(str(out))
+    hp = logs.run_hparams(conf)
+    # a single run lists the keys the user overrode first; a sweep's jobs leave that to the sweep's summary
+    tb.hparams_start(hp, None if jobs_of_sweep() else logs.hparam_names(overridden_keys(), hp), trial_id())
     steps = cfg.train.steps if kind == "mlp" else 0
 
     def save_checkpoint(p: Progress) -> None:
@@ -126,25 +131,23 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
             model.fit(data.X["train"], data.Y["train"])
             ev = evaluate(model, data)
             progress.evals.append({"step": 0, **{k: v.tolist() for k, v in ev.items()}})
+            logs.RunLog(tb, logs.Console(0), cfg.train.log_every, save_checkpoint).on_eval(0, ev)
             save_checkpoint(progress)
         else:
             train_threads = training_threads(cfg, data, replicas, eval_threads)
             torch.set_num_threads(train_threads)
-            log.info("torch threads: %d for training, %d for evaluation (%d parallel job%s)", train_threads,
-                     eval_threads, jobs, "s" if jobs > 1 else "")
-            console = logs.Console(steps, progress.step)
-            hooks = logs.RunLog(tb, console, cfg.train.log_every, save_checkpoint)
+            eval_every = eval_interval(cfg.train.eval_every, steps)
+            log.info("torch threads: %d for training, %d for evaluation (%d parallel job%s); evaluation every %d "
+                     "steps", train_threads, eval_threads, jobs, "s" if jobs > 1 else "", eval_every)
             sched = schedule.build(cfg.schedule, steps)
-            try:
+            with logs.Console(steps, progress.step) as console:
+                hooks = logs.RunLog(tb, console, cfg.train.log_every, save_checkpoint)
                 progress = fit(model, data, steps=steps, batch_size=cfg.train.batch_size, schedule=sched,
-                               eval_every=cfg.train.eval_every, checkpoint_every=cfg.train.checkpoint_every,
+                               eval_every=eval_every, checkpoint_every=cfg.train.checkpoint_every,
                                seed=cfg.seed, weight_decay=cfg.train.weight_decay, hooks=hooks, progress=progress,
-                               eval_threads=eval_threads)
-            finally:
-                console.close()
-    except Diverged as e:
+                               eval_threads=eval_threads, eval_examples=cfg.train.eval_examples)
+    except Diverged as e:  # reported once, by main
         status, error = "diverged", str(e)
-        log.error("%s", e)
     torch.set_num_threads(eval_threads)
 
     last = progress.evals[-1] if progress.evals else None
@@ -161,16 +164,15 @@ def train_run(cfg: DictConfig, out: Path, started: Optional[float] = None) -> Di
         (out / "samples.txt").write_text("".join(w + "\n" for w in words))
         if words:
             log.info("samples: %s", ", ".join(words))
-            tb.text("samples", "\n".join(f"    {w}  ({s})" for w, s in zip(words, where)), progress.step)
+            tb.text("visuals/samples", "\n".join(f"    {w}  ({s})" for w, s in zip(words, where)), progress.step)
         if kind == "mlp" and progress.step > 0:  # an untrained model has no curve and a random map
             draw_plots(model, data.vocab, progress, out, tb)
             if not cfg.train.batch_size:
                 metrics["fit"] = fit_report(model, data)
-        hp = logs.flat_hparams({k: conf[k] for k in ("data", "model", "schedule", "train", "seed")})
-        tb.hparams(hp, {"train_loss": metrics["train_loss"], "dev_loss": metrics["dev_loss"]}, progress.step)
-        log.info("train %.4f  dev %.4f%s  (%d steps, %.1f s, %.0f steps/s)", metrics["train_loss"], metrics["dev_loss"],
-                 f"  test {metrics['test_loss']:.4f}" if test is not None else "", metrics["steps"], metrics["seconds"],
-                 metrics["steps_per_second"])
+        log.info("train %.4f  dev %.4f%s  (%d steps, %.1f s of training steps, %.0f steps/s)", metrics["train_loss"],
+                 metrics["dev_loss"], f"  test {metrics['test_loss']:.4f}" if test is not None else "",
+                 metrics["steps"], metrics["seconds"], metrics["steps_per_second"])
+    tb.hparams_end(status)
     tb.close()
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)  # the whole job: data, training, outputs
     write_json(out / "metrics.json", metrics)
@@ -188,7 +190,7 @@ def draw_plots(model, vocab, progress, out: Path, tb) -> None:
     C = model.params["C"][0].detach().cpu()
     fig = plots.embedding_map(C, labels)
     plots.save(fig, out / "embedding.png")
-    tb.figure("embedding", fig, progress.step)
+    tb.figure("visuals/embedding", fig, progress.step)
     plots.close(fig)
     tb.embedding(C, labels, "C", progress.step)
 
@@ -232,7 +234,9 @@ def summarize(train, dev, test, progress, params: int, examples: Dict[str, int],
     def std(xs):
         return None if xs is None or len(xs) < 2 else float(statistics.stdev(xs))
 
-    sps = progress.step / progress.seconds if progress.seconds > 0 else 0.0
+    from .logs import steps_per_second
+
+    sps = steps_per_second(progress)
     m = {"train_loss": mean(train), "dev_loss": mean(dev), "test_loss": mean(test), "steps": progress.step,
          "params": params, "seconds": round(progress.seconds, 3), "steps_per_second": round(sps, 1),
          "model_steps_per_second": round(sps * replicas, 1), "examples": examples, "replicas": replicas}
@@ -248,14 +252,57 @@ def failed_job(out: Path, error: str) -> float:
     return math.inf
 
 
+def jobs_of_sweep() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def overridden_keys() -> List[str]:
+    """The keys (or groups) the user set on the command line for this run."""
+    return [str(o).split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+
+
+def trial_id() -> str:
+    """A name short enough for the Trial ID column of TensorBoard's HParams table (~14 characters; the
+    columns beside it give the values): a sweep job's number, as Hydra's launch lines, the console labels
+    and Optuna number it (`#3`); a single run's start time (`11-22 17:46:36`, with its dir's _N suffix)."""
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return f"#{hc.job.num}"
+    name = Path(hc.runtime.output_dir).name  # <yyyy>-<mm>-<dd>_<HH>-<MM>-<SS>[_<overrides>][_N]
+    date, _, rest = name.partition("_")
+    clock, suffix = rest[:8].replace("-", ":"), re.search(r"_(\d+)$", name)
+    return f"{date[5:]} {clock}" + (f" _{suffix.group(1)}" if suffix else "")
+
+
+def label_job_lines() -> None:
+    """Prefix a sweep job's console lines with its number (Hydra's launch lines `#N : overrides` say which
+    job that is), so lines of jobs running in parallel can be told apart. run.log is left as it is."""
+    hc = HydraConfig.get()
+    label = f"#{hc.job.num}"
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            h.setFormatter(logging.Formatter(f"[%(asctime)s][{label}][%(levelname)s] %(message)s"))
+
+
+def error_once(message: str) -> None:
+    """A single run's error: one line on stderr (not also on the console log), and into run.log."""
+    print(f"error: {message}", file=sys.stderr)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
-    single = HydraConfig.get().mode != RunMode.MULTIRUN
+    single = not jobs_of_sweep()
+    if not single:
+        label_job_lines()
     try:
         metrics = train_run(cfg, out, time.perf_counter())
     except ConfigError as e:
-        if single:  # one clear line, no traceback, non-zero exit
+        if single:  # one clear line, no traceback, non-zero exit; run.log (of a run resumed with bad input) untouched
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         return failed_job(out, str(e))
@@ -264,10 +311,12 @@ def main(cfg: DictConfig) -> float:
             raise
         log.exception("job failed")
         return failed_job(out, f"{type(e).__name__}: {e}")
+    log.info("run dir: %s", out)
     if metrics["status"] != "ok":
         if single:
-            print(f"error: {metrics['error']}", file=sys.stderr)
+            error_once(metrics["error"])
             sys.exit(3)
+        log.error("%s", metrics["error"])
         return math.inf
     return metrics["dev_loss"]
 

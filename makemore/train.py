@@ -10,9 +10,10 @@ uninterrupted one and ends with bit-identical losses.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -22,12 +23,47 @@ from .schedule import Schedule
 from .step import FastStep
 
 CHUNK = 1000
+EVAL_POINTS = 20  # train.eval_every=null: this many evaluations per run (200k steps -> every 10k, 3k -> every 150)
+
+# A finite explosion counts as divergence: the mean minibatch loss of a window of DIVERGE_WINDOW steps above
+# DIVERGE_FACTOR x max(initial loss, ln vocabulary). A model that predicts uniformly scores ln V; the lecture's
+# unscaled init starts near 27 (bound 270); a run at lr 1e6 sits at 1e7.
+DIVERGE_WINDOW = 100
+DIVERGE_FACTOR = 10.0
 
 
 class Diverged(RuntimeError):
-    def __init__(self, step: int, lr: float, loss: float):
-        super().__init__(f"training diverged: loss {loss} at step {step} (lr {lr:g}); try a smaller schedule lr")
+    def __init__(self, step: int, lr: float, loss: float, bound: Optional[float] = None):
+        if bound is None:
+            what = f"loss {loss}"
+        else:
+            what = (f"mean minibatch loss {loss:.4g} over the last {DIVERGE_WINDOW} steps exceeds {bound:.4g} "
+                    f"({DIVERGE_FACTOR:g} x max(initial loss, ln vocabulary)),")
+        super().__init__(f"training diverged: {what} at step {step} (lr {lr:g}); try a smaller schedule lr")
         self.step, self.lr, self.loss = step, lr, loss
+
+
+def eval_interval(eval_every: Optional[int], steps: int) -> int:
+    """train.eval_every, or when it is null, steps / EVAL_POINTS rounded up (at least 1)."""
+    return eval_every if eval_every else max(1, math.ceil(steps / EVAL_POINTS))
+
+
+def divergence_bound(initial_loss: float, vocab_size: int) -> float:
+    return DIVERGE_FACTOR * max(initial_loss, math.log(vocab_size))
+
+
+def check_runaway(losses: torch.Tensor, start: int, lrs: List[float], bound: float) -> None:
+    """Raise Diverged if a window of DIVERGE_WINDOW steps (windows end on multiples of it) has a mean
+    minibatch loss above `bound` in any replica. losses: (S, K), steps start .. start + S - 1."""
+    S = losses.shape[0]
+    cuts = list(range((start // DIVERGE_WINDOW + 1) * DIVERGE_WINDOW - start, S, DIVERGE_WINDOW)) + [S]
+    lo = 0
+    for hi in cuts:
+        if hi > lo:
+            worst = float(losses[lo:hi].mean(0).max())
+            if worst > bound:
+                raise Diverged(start + hi - 1, lrs[hi - 1], worst, bound)
+        lo = hi
 
 
 @dataclass
@@ -40,6 +76,7 @@ class Progress:
     losses: List[torch.Tensor] = field(default_factory=list)  # per segment (S, K) minibatch losses
     lrs: List[float] = field(default_factory=list)
     evals: List[Dict] = field(default_factory=list)  # {"step", "train": [K], "dev": [K]}
+    initial_loss: Optional[float] = None  # the first step's minibatch loss (worst replica), for the runaway bound
 
     def minibatch_losses(self) -> torch.Tensor:
         return torch.cat(self.losses) if self.losses else torch.empty(0, 1)
@@ -55,21 +92,44 @@ class Hooks:
     def on_checkpoint(self, progress: Progress) -> None: ...
 
 
-def evaluate(model, data: Dataset, splits=("train", "dev"), threads: Optional[int] = None) -> Dict[str, torch.Tensor]:
-    """Full losses of each split; with `threads`, evaluation (large products) uses that many."""
+EvalSets = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
+
+
+def eval_subsets(data: Dataset, max_examples: Optional[int], splits=("train", "dev"), seed: int = 0) -> EvalSets:
+    """Each split's examples for periodic evaluation: all of them, or a fixed random subset of
+    `max_examples` (drawn once, so every evaluation of a run scores the same examples)."""
+    out = {}
+    for s in splits:
+        X, Y = data.X[s], data.Y[s]
+        if max_examples and X.shape[0] > max_examples:
+            idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:max_examples].sort().values
+            X, Y = X[idx], Y[idx]
+        out[s] = (X, Y)
+    return out
+
+
+def evaluate(model, data: Dataset, splits=("train", "dev"), threads: Optional[int] = None,
+             subsets: Optional[EvalSets] = None) -> Dict[str, torch.Tensor]:
+    """Losses of each split: over all its examples, or over `subsets` (eval_subsets) where given;
+    with `threads`, evaluation (large products) uses that many."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or previous)
     try:
-        return {s: model.evaluate(data.X[s], data.Y[s]).cpu() for s in splits}
+        sets = subsets or {s: (data.X[s], data.Y[s]) for s in splits}
+        return {s: model.evaluate(*sets[s]).cpu() for s in splits}
     finally:
         torch.set_num_threads(previous)
 
 
 def fit(model: MLP, data: Dataset, *, steps: int, batch_size: int, schedule: Schedule, eval_every: int,
         checkpoint_every: int, seed: int, weight_decay: float = 0.0, hooks: Optional[Hooks] = None,
-        progress: Optional[Progress] = None, eval_threads: Optional[int] = None) -> Progress:
-    """Train `model` (all its replicas) for `steps` SGD steps; resume from `progress` if given."""
+        progress: Optional[Progress] = None, eval_threads: Optional[int] = None,
+        eval_examples: Optional[int] = None) -> Progress:
+    """Train `model` (all its replicas) for `steps` SGD steps; resume from `progress` if given.
+    Periodic evaluations score at most `eval_examples` examples per split (a fixed subset); the
+    evaluation at `steps` always scores every example."""
     hooks = hooks or Hooks()
+    subsets = eval_subsets(data, eval_examples)
     progress = progress or Progress()
     dev = model.device
     K, V = model.replicas, model.vocab_size
@@ -101,13 +161,16 @@ def fit(model: MLP, data: Dataset, *, steps: int, batch_size: int, schedule: Sch
         if bad.any():
             i = int(bad.any(1).nonzero()[0])
             raise Diverged(start + i, lrs[i], float(losses[i][bad[i]][0]))
+        if progress.initial_loss is None:
+            progress.initial_loss = float(losses[0].max())
+        check_runaway(losses, start, lrs, divergence_bound(progress.initial_loss, V))
         progress.step = end
         progress.batch_rng = gen.get_state()
         progress.losses.append(losses)
         progress.lrs.extend(lrs)
         hooks.on_segment(start, losses, lrs, progress)
-        if end % eval_every == 0 or end == steps:
-            ev = evaluate(model, data, threads=eval_threads)
+        if end % eval_every == 0 or end == steps:  # the last evaluation scores every example
+            ev = evaluate(model, data, threads=eval_threads, subsets=None if end == steps else subsets)
             progress.evals.append({"step": end, **{k: v.tolist() for k, v in ev.items()}})
             hooks.on_eval(end, ev)
         if end % checkpoint_every == 0 or end == steps:

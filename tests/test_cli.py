@@ -43,13 +43,12 @@ def test_short_run_writes_every_output(tmp_path, words_file):
 
     acc = events(run)
     tags = acc.Tags()
-    assert {"train/minibatch_loss", "train/minibatch_log10_loss", "train/lr", "loss/train", "loss/dev",
-            "hparams/dev_loss", "hparams/train_loss"} <= set(tags["scalars"])
+    assert {"minibatch/loss", "minibatch/log10_loss", "minibatch/lr", "loss/train", "loss/dev"} <= set(tags["scalars"])
     dev = acc.Scalars("loss/dev")
     assert [e.step for e in dev] == [100, 200, 300]
     assert dev[-1].value == pytest.approx(m["dev_loss"], rel=1e-6)
-    assert len(acc.Scalars("train/minibatch_loss")) == 3  # one point per train.log_every=100 steps
-    assert "samples/text_summary" in tags["tensors"]
+    assert len(acc.Scalars("minibatch/loss")) == 3  # one point per train.log_every=100 steps
+    assert "visuals/samples/text_summary" in tags["tensors"]
     plugins = acc.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
     # no stray extra run dirs for hparams: every event file sits in the run dir itself

@@ -27,7 +27,7 @@ def test_defaults_are_the_contract():
     assert list(cfg.schedule.lrs) == [0.1, 0.01] and list(cfg.schedule.milestones) == [100000]
     t = cfg.train
     assert (t.steps, t.batch_size, t.eval_test, t.replicas) == (200000, 32, False, 1)
-    assert t.eval_every > 0 and t.checkpoint_every > 0
+    assert t.eval_every is None and t.checkpoint_every > 0  # null: train.steps / 20
     assert cfg.seed == 2147483647 and cfg.resume is False
     assert cfg.device.name.value == "auto"
     validate(cfg)

@@ -56,7 +56,7 @@ def test_embedding_map_for_every_run(tmp_path, words_file, emb, title):
     assert (run / "embedding.png").stat().st_size > 5000 and (run / "loss.png").stat().st_size > 5000
     acc = EventAccumulator(str(run))
     acc.Reload()
-    assert "embedding" in acc.Tags()["images"]
+    assert "visuals/embedding" in acc.Tags()["images"]
     projector = (run / "projector_config.pbtxt").read_text()
     assert "metadata.tsv" in projector
     meta = next(run.rglob("metadata.tsv")).read_text().split()
