@@ -8,9 +8,10 @@
 # refreshed (pip install again) when pyproject.toml changes. `make clean-venv` removes it.
 # Examples: make run ARGS="model.hidden=300"   make test ARGS='-m "not slow"'   make run PYTHON=python3.12
 
+# PYTHON may come from the environment; VENV and ARGS only from make's command line.
 PYTHON ?= python3
-VENV ?= .venv
-ARGS ?=
+VENV = .venv
+ARGS =
 
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
