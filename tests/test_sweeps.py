@@ -120,6 +120,8 @@ def test_optuna_search_records_best_params(tmp_path, words_file):
     assert len(list(sweep.rglob("metrics.json"))) == 4 and len(md_rows(sweep)) == 4
     assert best["best_value"] == pytest.approx(min(metrics(p.parent)["dev_loss"] for p in sweep.rglob("metrics.json")))
     assert db.is_file() and "alembic" not in r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert "\x1b[" not in out and "A new study created" in out  # Optuna's lines, without colour codes
 
 
 def test_a_sweep_over_data_files_is_refused_before_any_job(tmp_path, words_file):
