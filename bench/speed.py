@@ -76,8 +76,16 @@ def notebook_loop(Xtr, Ytr, Xdev, Ydev, steps: int, milestone: int):
 
 def framework_loop(ds, steps: int, milestone: int, replicas: int):
     model = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200, init="lecture", replicas=replicas)
-    progress = fit(model, ds, steps=steps, batch_size=32, schedule=step_schedule([0.1, 0.01], [milestone]),
-                   eval_every=steps, checkpoint_every=steps, seed=2147483647)
+    progress = fit(
+        model,
+        ds,
+        steps=steps,
+        batch_size=32,
+        schedule=step_schedule([0.1, 0.01], [milestone]),
+        eval_every=steps,
+        checkpoint_every=steps,
+        seed=2147483647,
+    )
     dev = progress.evals[-1]["dev"]
     return progress.seconds, statistics.fmean(dev), (statistics.stdev(dev) if len(dev) > 1 else 0.0)
 
@@ -98,7 +106,7 @@ def peak_flops(n: int = 512, reps: int = 50) -> float:
     t0 = time.perf_counter()
     for _ in range(reps):
         torch.mm(a, b, out=c)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def startup_seconds(runs: int = 3) -> float:
@@ -106,8 +114,12 @@ def startup_seconds(runs: int = 3) -> float:
     with tempfile.TemporaryDirectory() as d:
         for _ in range(runs):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "makemore.run", "train.steps=0", "samples=0"], cwd=d, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "makemore.run", "train.steps=0", "samples=0"],
+                cwd=d,
+                check=True,
+                capture_output=True,
+            )
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -123,8 +135,10 @@ def main() -> None:
     ds = data_mod.load(args.data, [0.8, 0.1, 0.1], 42, 3)
     Xtr, Ytr, Xdev, Ydev = ds.X["train"], ds.Y["train"], ds.X["dev"], ds.Y["dev"]
     milestone = args.steps // 2
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores; "
-          f"{args.steps} steps, lecture config, data {args.data}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores; "
+        f"{args.steps} steps, lecture config, data {args.data}"
+    )
 
     nb_s, nb_dev = notebook_loop(Xtr, Ytr, Xdev, Ydev, args.steps, milestone)
     fw_s, fw_dev, _ = framework_loop(ds, args.steps, milestone, 1)
@@ -134,17 +148,21 @@ def main() -> None:
     print(f"{'loop':34s} {'us/step':>9s} {'model-steps/s':>14s} {'vs notebook':>12s} {'dev loss':>16s}")
     print(f"{'notebook (lecture)':34s} {us(nb_s):9.1f} {args.steps / nb_s:14.0f} {1.0:11.2f}x {nb_dev:16.4f}")
     print(f"{'framework, 1 replica':34s} {us(fw_s):9.1f} {args.steps / fw_s:14.0f} {nb_s / fw_s:11.2f}x {fw_dev:16.4f}")
-    print(f"{'framework, 8 replicas':34s} {us(k8_s):9.1f} {8 * args.steps / k8_s:14.0f} {8 * nb_s / k8_s:11.2f}x "
-          f"{k8_dev:9.4f} ± {k8_std:.4f}")
+    print(
+        f"{'framework, 8 replicas':34s} {us(k8_s):9.1f} {8 * args.steps / k8_s:14.0f} {8 * nb_s / k8_s:11.2f}x "
+        f"{k8_dev:9.4f} ± {k8_std:.4f}"
+    )
     print(f"8 replicas vs 8 separate framework runs (8 x the 1-replica time): {8 * fw_s / k8_s:.2f}x model-steps/s")
     print(f"8 replicas vs 8 separate notebook runs: {8 * nb_s / k8_s:.2f}x model-steps/s")
     print(f"dev loss, framework - notebook: {fw_dev - nb_dev:+.4f}")
     width = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200).storage["W2a"].shape[2]
     macs, flops = step_macs(32, 3, 10, 200, width), peak_flops()
     floor_us = 1e6 * 2 * macs / flops
-    print(f"arithmetic floor: {macs / 1e6:.2f} M multiply-adds per model-step at {flops / 1e9:.0f} GFLOP/s "
-          f"(512x512 product) = {floor_us:.1f} us, so batching replicas of this step can give at most "
-          f"{us(fw_s) / floor_us:.2f}x the 1-replica model-steps/s")
+    print(
+        f"arithmetic floor: {macs / 1e6:.2f} M multiply-adds per model-step at {flops / 1e9:.0f} GFLOP/s "
+        f"(512x512 product) = {floor_us:.1f} us, so batching replicas of this step can give at most "
+        f"{us(fw_s) / floor_us:.2f}x the 1-replica model-steps/s"
+    )
     if not args.skip_startup:
         print(f"start-up: python -m makemore.run train.steps=0 takes {startup_seconds():.2f} s (median of 3)")
 

@@ -23,8 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "docs" / "img"
-PAGES = {"tensorboard_landing.png": "/", "tensorboard_custom_scalars.png": "/#custom_scalars",
-         "tensorboard_hparams.png": "/#hparams"}
+PAGES = {
+    "tensorboard_landing.png": "/",
+    "tensorboard_custom_scalars.png": "/#custom_scalars",
+    "tensorboard_hparams.png": "/#hparams",
+}
 
 
 def free_port() -> int:
@@ -36,8 +39,11 @@ def free_port() -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = ROOT.parent / "shared" / "data" / "names.txt"
-    p.add_argument("--data", default=str(names) if names.is_file() else None, help="word file (default: names.txt "
-                   "in ../shared if present, else the embedded names)")
+    p.add_argument(
+        "--data",
+        default=str(names) if names.is_file() else None,
+        help="word file (default: names.txt in ../shared if present, else the embedded names)",
+    )
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--browser", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     p.add_argument("--out", default=str(IMG))
@@ -48,14 +54,24 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="makemore-shots-"))
-    cmd = [sys.executable, "-m", "makemore.run", "-m", "model.emb=2,10", "model.hidden=100,300",
-           f"train.steps={args.steps}"] + ([f"data.path={Path(args.data).resolve()}"] if args.data else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "makemore.run",
+        "-m",
+        "model.emb=2,10",
+        "model.hidden=100,300",
+        f"train.steps={args.steps}",
+    ] + ([f"data.path={Path(args.data).resolve()}"] if args.data else [])
     print("$", " ".join(cmd[1:]))
     subprocess.run(cmd, cwd=work, check=True)
     (sweep,) = (work / "outputs" / "multirun").iterdir()
     port = free_port()
-    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1",
-                           "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tb = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(60):
@@ -67,8 +83,14 @@ def main() -> int:
         time.sleep(3)  # the first load of the logdir
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        flags = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-quic", "--no-first-run"]
+        flags = [
+            "--no-sandbox",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--no-first-run",
+        ]
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.browser, args=flags)
             for name, path in PAGES.items():

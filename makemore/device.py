@@ -16,9 +16,13 @@ def resolve(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if has_cuda else "mps" if has_mps else "cpu")
     if name == "cuda" and not has_cuda:
-        raise ConfigError("device=cuda but torch finds no CUDA GPU here; allowed: auto, cpu" + (", mps" if has_mps else ""))
+        raise ConfigError(
+            "device=cuda but torch finds no CUDA GPU here; allowed: auto, cpu" + (", mps" if has_mps else "")
+        )
     if name == "mps" and not has_mps:
-        raise ConfigError("device=mps but torch finds no Apple MPS device here; allowed: auto, cpu" + (", cuda" if has_cuda else ""))
+        raise ConfigError(
+            "device=mps but torch finds no Apple MPS device here; allowed: auto, cpu" + (", cuda" if has_cuda else "")
+        )
     if name not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device must be one of auto, cpu, cuda, mps, got {name!r}")
     return torch.device(name)
@@ -41,13 +45,9 @@ def threads(requested: int, parallel_jobs: int = 1) -> int:
 PARALLEL_STEP_MACS = 8_000_000
 
 
-def step_macs(replicas: int, batch: int, block_size: int, emb: int, hidden: int, vocab: int) -> int:
-    """About the multiply-adds of one training step: 3 products (forward, two backward) per layer."""
-    return replicas * batch * hidden * (block_size * emb + vocab) * 3
-
-
-def train_threads(requested: int, available: int, macs_per_step: int) -> int:
-    """Threads for the training loop: what was asked for, else 1 for small steps, else all available."""
+def training_threads(requested: int, available: int, macs_per_step: int) -> int:
+    """Threads for the training loop: device.threads if set, else 1 for small steps (model.step_macs), else
+    all `available` (threads(requested, parallel_jobs): this job's share of the cores)."""
     if requested > 0:
         return requested
     return available if macs_per_step >= PARALLEL_STEP_MACS else 1

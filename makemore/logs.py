@@ -17,23 +17,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Dict, Iterable, List, Optional
+from collections.abc import Iterable
 
 import torch
 
+from . import metrics
 from .train import Hooks, Progress
 
 log = logging.getLogger("makemore")
 
 
-def steps_per_second(progress: Progress) -> float:
-    """Training steps per second of step time: the console's and metrics.json's one figure."""
-    return progress.step / progress.seconds if progress.seconds > 0 else 0.0
-
-
-def flat_hparams(cfg: dict, prefix: str = "") -> Dict[str, object]:
+def flat_hparams(cfg: dict, prefix: str = "") -> dict[str, object]:
     """Nested config dict -> {"model.hidden": 200, ...} with values TensorBoard's HParams accepts."""
-    out: Dict[str, object] = {}
+    out: dict[str, object] = {}
     for k, v in cfg.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
@@ -50,12 +46,16 @@ def flat_hparams(cfg: dict, prefix: str = "") -> Dict[str, object]:
 # what the HParams tab reports for each run: the last value of these scalars (the final evaluation)
 METRICS = {"loss/train": "train loss", "loss/dev": "dev loss"}
 # the Custom Scalars tab: train and dev loss on one chart, then the minibatch loss and the lr
-LAYOUT = {"makemore": {"loss: train and dev": ["Multiline", [r"^loss/train$", r"^loss/dev$"]],
-                       "minibatch loss": ["Multiline", [r"^minibatch/loss$"]],
-                       "learning rate": ["Multiline", [r"^minibatch/lr$"]]}}
+LAYOUT = {
+    "makemore": {
+        "loss: train and dev": ["Multiline", [r"^loss/train$", r"^loss/dev$"]],
+        "minibatch loss": ["Multiline", [r"^minibatch/loss$"]],
+        "learning rate": ["Multiline", [r"^minibatch/lr$"]],
+    }
+}
 
 
-def run_hparams(conf: dict) -> Dict[str, object]:
+def run_hparams(conf: dict) -> dict[str, object]:
     """The HParams record of a run: every knob, flat, and every schedule key whatever the schedule
     (null where it does not apply), so runs with different schedules share one set of columns."""
     from .config import schedule_keys
@@ -66,7 +66,7 @@ def run_hparams(conf: dict) -> Dict[str, object]:
     return hp
 
 
-def hparam_names(keys: Iterable[str], hparams: Dict[str, object]) -> List[str]:
+def hparam_names(keys: Iterable[str], hparams: dict[str, object]) -> list[str]:
     """Override keys or groups -> the hparams they set (`schedule=cosine` sets schedule.name)."""
     group_key = {"schedule": "schedule.name", "model": "model.kind"}
     names = []
@@ -83,12 +83,13 @@ def _hparams_summary(tag: str, **plugin_data):
     from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
     content = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **plugin_data)
-    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME,
-                                                                  content=content.SerializeToString()))
+    meta = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
+    )
     return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
 
 
-def experiment_summary(hparams: Dict[str, object], first: Iterable[str]):
+def experiment_summary(hparams: dict[str, object], first: Iterable[str]):
     """The HParams experiment: these hparams, `first` ones marked `differs` (TensorBoard lists and
     ticks those first), and the train and dev loss metrics."""
     from tensorboard.plugins.hparams import api_pb2, metadata
@@ -96,11 +97,12 @@ def experiment_summary(hparams: Dict[str, object], first: Iterable[str]):
     first = set(first)
     infos = [api_pb2.HParamInfo(name=k, differs=k in first) for k in hparams]
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t), display_name=n) for t, n in METRICS.items()]
-    return _hparams_summary(metadata.EXPERIMENT_TAG,
-                            experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics))
+    return _hparams_summary(
+        metadata.EXPERIMENT_TAG, experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
+    )
 
 
-def sweep_hparams(sweep_dir: str, swept: List[str]) -> None:
+def sweep_hparams(sweep_dir: str, swept: list[str]) -> None:
     """A sweep's one experiment summary, in its root dir: the swept keys only. TensorBoard ticks the first
     five listed; constant keys there would push the loss columns off the screen (their values are in the
     job dir names and each job's .hydra/config.yaml)."""
@@ -122,15 +124,14 @@ class TensorBoard:
         self.writer = SummaryWriter(log_dir=logdir)
         self.writer.add_custom_scalars(LAYOUT)
 
-    def scalars(self, step: int, values: Dict[str, float]) -> None:
+    def scalars(self, step: int, values: dict[str, float]) -> None:
         """Several scalars in one event (one protobuf, one CRC)."""
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
         self.writer.file_writer.add_summary(summary, step)
 
-    def hparams_start(self, hparams: Dict[str, object], first: Optional[Iterable[str]] = None,
-                      trial_id: str = "") -> None:
+    def hparams_start(self, hparams: dict[str, object], first: Iterable[str] | None = None, trial_id: str = "") -> None:
         """The run's HParams record (its metrics are the `loss/` scalars, so a run shows in the table
         while it trains), named `trial_id` in the table (default: the run's dir); with `first`, also
         the experiment summary listing those keys first."""
@@ -165,7 +166,7 @@ class TensorBoard:
     def figure(self, tag: str, fig, step: int = 0) -> None:
         self.writer.add_figure(tag, fig, step, close=False)
 
-    def embedding(self, matrix: torch.Tensor, labels: List[str], tag: str, step: int = 0) -> None:
+    def embedding(self, matrix: torch.Tensor, labels: list[str], tag: str, step: int = 0) -> None:
         self.writer.add_embedding(matrix, metadata=labels, tag=tag, global_step=step)
 
     def close(self) -> None:
@@ -179,7 +180,7 @@ class Console:
     figure as metrics.json's steps_per_second. Use it as a context manager: while it is open, log
     lines go through tqdm.write above the bar instead of over it."""
 
-    def __init__(self, total: int, start: int = 0, tty: Optional[bool] = None):
+    def __init__(self, total: int, start: int = 0, tty: bool | None = None):
         self.total, self.tty = total, sys.stderr.isatty() if tty is None else tty
         self.bar = None
         self.last_line = time.monotonic()
@@ -190,7 +191,7 @@ class Console:
 
             self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
 
-    def __enter__(self) -> "Console":
+    def __enter__(self) -> Console:
         if self.bar is not None:
             from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -232,27 +233,29 @@ class RunLog(Hooks):
         self.tb, self.console, self.log_every, self.save_checkpoint = tb, console, log_every, save_checkpoint
         self.window = [0.0, 0.0, 0]  # sums of loss and log10 loss, and steps, since the last point
 
-    def on_segment(self, start: int, losses: torch.Tensor, lrs: List[float], progress: Progress) -> None:
+    def on_segment(self, start: int, losses: torch.Tensor, lrs: list[float], progress: Progress) -> None:
         """One point per window of log_every steps, windows ending on multiples of log_every
         (a window may span segments)."""
         mean = losses.mean(1)  # over replicas
         log10 = losses.log10().mean(1)
         L, pos = self.log_every, 0
         for b in range((start // L + 1) * L, start + len(lrs) + 1, L):
-            self._add(mean[pos:b - start], log10[pos:b - start])
+            self._add(mean[pos : b - start], log10[pos : b - start])
             s, s10, n = self.window
-            self.tb.scalars(b, {"minibatch/loss": s / n, "minibatch/log10_loss": s10 / n,
-                                "minibatch/lr": lrs[b - start - 1]})
+            self.tb.scalars(
+                b, {"minibatch/loss": s / n, "minibatch/log10_loss": s10 / n, "minibatch/lr": lrs[b - start - 1]}
+            )
             self.window, pos = [0.0, 0.0, 0], b - start
         self._add(mean[pos:], log10[pos:])
-        self.console.update(start + len(lrs), float(mean[-50:].mean()), lrs[-1], steps_per_second(progress))
+        sps = metrics.steps_per_second(progress.step, progress.seconds)
+        self.console.update(start + len(lrs), float(mean[-50:].mean()), lrs[-1], sps)
 
     def _add(self, loss: torch.Tensor, log10: torch.Tensor) -> None:
         self.window[0] += float(loss.sum())
         self.window[1] += float(log10.sum())
         self.window[2] += loss.numel()
 
-    def on_eval(self, step: int, losses: Dict[str, torch.Tensor]) -> None:
+    def on_eval(self, step: int, losses: dict[str, torch.Tensor]) -> None:
         values = {}
         for split, v in losses.items():
             values[f"loss/{split}"] = v.mean().item()
@@ -260,8 +263,10 @@ class RunLog(Hooks):
                 values[f"loss/{split}_std"] = v.std().item()
                 values.update({f"replicas/{split}_{k}": x for k, x in enumerate(v.tolist())})
         self.tb.scalars(step, values)
-        parts = "  ".join(f"{s} {v.mean().item():.4f}" + (f" ± {v.std().item():.4f}" if v.numel() > 1 else "")
-                          for s, v in losses.items())
+        parts = "  ".join(
+            f"{s} {v.mean().item():.4f}" + (f" ± {v.std().item():.4f}" if v.numel() > 1 else "")
+            for s, v in losses.items()
+        )
         self.console.message(f"step {step}: {parts}")
 
     def on_checkpoint(self, progress: Progress) -> None:

@@ -18,14 +18,13 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .config import ConfigError, register_configs, register_resolvers, validate
+from .config import ConfigError, register_configs, register_resolvers, to_dict, validate
 
 log = logging.getLogger("makemore")
 register_configs()
@@ -35,7 +34,7 @@ BACK_OFF = math.log10(2)  # decades below the smoothed minimum: half its lr
 BETA = 0.98
 
 
-def smooth(losses: List[float], beta: float = BETA) -> List[float]:
+def smooth(losses: list[float], beta: float = BETA) -> list[float]:
     """Debiased exponential moving average (as fastai's lr finder); non-finite values stay non-finite."""
     out, avg = [], 0.0
     for i, x in enumerate(losses, 1):
@@ -44,11 +43,11 @@ def smooth(losses: List[float], beta: float = BETA) -> List[float]:
             avg = math.inf
             continue
         avg = beta * avg + (1 - beta) * x
-        out.append(avg / (1 - beta ** i))
+        out.append(avg / (1 - beta**i))
     return out
 
 
-def suggest(exponents: List[float], smoothed: List[float], back_off: float = BACK_OFF) -> Optional[float]:
+def suggest(exponents: list[float], smoothed: list[float], back_off: float = BACK_OFF) -> float | None:
     finite = [(s, e) for s, e in zip(smoothed, exponents) if math.isfinite(s)]
     if not finite:
         return None
@@ -56,7 +55,9 @@ def suggest(exponents: List[float], smoothed: List[float], back_off: float = BAC
     return 10 ** max(e_min - back_off, exponents[0])
 
 
-def find_lr(model, data, steps: int, start: float, end: float, batch_size: int, seed: int) -> Tuple[List[float], List[float]]:
+def find_lr(
+    model, data, steps: int, start: float, end: float, batch_size: int, seed: int
+) -> tuple[list[float], list[float]]:
     """The sweep itself: one step per exponent, stopping early once the loss is no longer finite."""
     from .step import FastStep
 
@@ -69,11 +70,13 @@ def find_lr(model, data, steps: int, start: float, end: float, batch_size: int, 
         ix = torch.randint(0, Xtr.shape[0], (steps, model.replicas, N), generator=g).to(model.device)
         rows, targets = step.batches(Xtr, Ytr, ix)
     else:  # full batch: one batch, reused by every step
-        rows, targets = step.batches(Xtr, Ytr, torch.arange(Xtr.shape[0], device=model.device).expand(1, model.replicas, N))
+        rows, targets = step.batches(
+            Xtr, Ytr, torch.arange(Xtr.shape[0], device=model.device).expand(1, model.replicas, N)
+        )
         rows, targets = rows * steps, targets * steps
     picked = torch.empty(steps, *targets[0].shape, device=model.device)
     for i, e in enumerate(exps):
-        step(rows[i], targets[i], 10 ** e, picked[i])
+        step(rows[i], targets[i], 10**e, picked[i])
     losses = (-picked.view(steps, -1).mean(1)).tolist()
     for i, x in enumerate(losses):  # a diverged run stays diverged: cut the curve there
         if not math.isfinite(x):
@@ -82,9 +85,12 @@ def find_lr(model, data, steps: int, start: float, end: float, batch_size: int, 
     return exps, losses
 
 
-def run(cfg: DictConfig, out: Path) -> Dict:
-    from . import data as data_mod, device as device_mod, logs, model as model_mod, plots
-    from .run import config_dict, training_threads, write_json
+def run(cfg: DictConfig, out: Path) -> dict:
+    from . import data as data_mod
+    from . import device as device_mod
+    from . import logs, plots
+    from . import model as model_mod
+    from .metrics import write_json
 
     validate(cfg)
     lf = cfg.lr_find
@@ -92,20 +98,28 @@ def run(cfg: DictConfig, out: Path) -> Dict:
         raise ConfigError(f"lr_find.end must be > lr_find.start, got start={lf.start}, end={lf.end}")
     if lf.steps < 10:
         raise ConfigError(f"lr_find.steps must be >= 10, got {lf.steps}")
-    conf = config_dict(cfg)
+    conf = to_dict(cfg)
     if conf["model"]["kind"] != "mlp":
         raise ConfigError("lr_find needs model=mlp (the bigram model is trained by counting, with no lr)")
     dev = device_mod.resolve(conf["device"]["name"])
-    data = data_mod.load(cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words)
-    torch.set_num_threads(training_threads(cfg, data, 1, device_mod.threads(cfg.device.threads)))
-    model = model_mod.build("mlp", len(data.vocab), block_size=cfg.model.block_size, emb=cfg.model.emb,
-                            hidden=cfg.model.hidden, norm=conf["model"]["norm"], init=conf["model"]["init"],
-                            seed=cfg.seed, device=dev)
+    data = data_mod.load(
+        cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words
+    )
+    model = model_mod.from_config(conf["model"], len(data.vocab), seed=cfg.seed, device=dev)
+    batch = cfg.train.batch_size or data.examples()["train"]
+    torch.set_num_threads(
+        device_mod.training_threads(cfg.device.threads, device_mod.threads(cfg.device.threads), model.step_macs(batch))
+    )
     exps, losses = find_lr(model, data, lf.steps, lf.start, lf.end, cfg.train.batch_size, cfg.seed)
     smoothed = smooth(losses)
     suggested = suggest(exps, smoothed)
-    result = {"suggested_lr": suggested, "exponents": exps, "losses": losses, "smoothed": smoothed,
-              "rule": "half the lr where the smoothed loss is lowest"}
+    result = {
+        "suggested_lr": suggested,
+        "exponents": exps,
+        "losses": losses,
+        "smoothed": smoothed,
+        "rule": "half the lr where the smoothed loss is lowest",
+    }
     write_json(out / "lr_find.json", result)
     fig = plots.lr_finder(exps, losses, smoothed, suggested)
     plots.save(fig, out / "lr_find.png")
@@ -118,13 +132,17 @@ def run(cfg: DictConfig, out: Path) -> Dict:
     if suggested is None:
         log.warning("no finite loss at any lr: nothing to suggest")
     else:
-        log.info("suggested lr: %.3g (smoothed loss lowest at lr %.3g); plot %s", suggested,
-                 10 ** (math.log10(suggested) + BACK_OFF), out / "lr_find.png")
+        log.info(
+            "suggested lr: %.3g (smoothed loss lowest at lr %.3g); plot %s",
+            suggested,
+            10 ** (math.log10(suggested) + BACK_OFF),
+            out / "lr_find.png",
+        )
     return result
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> Optional[float]:
+def main(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except ConfigError as e:

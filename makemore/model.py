@@ -17,7 +17,7 @@ with the hand-derived backward pass, tested against this one.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +38,18 @@ class MLP:
     """K replicas of the lecture's MLP; plain tensors, no nn.Module, so the fast step can own them."""
 
     DECAYED = ("C", "W1", "W2")  # weight decay applies to these, not to biases or norm parameters
+    trainable = True  # by gradient steps (the bigram is counted)
 
-    def __init__(self, vocab_size: int, block_size: int, emb: int, hidden: int, replicas: int = 1,
-                 norm: str = "none", device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        emb: int,
+        hidden: int,
+        replicas: int = 1,
+        norm: str = "none",
+        device: torch.device | str = "cpu",
+    ):
         self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
         self.replicas, self.norm = replicas, norm
         K, V, E, H, BE = replicas, vocab_size, emb, hidden, block_size * emb
@@ -54,27 +63,29 @@ class MLP:
         if norm != "none":
             shapes.update(gain=(K, H), shift=(K, H))
         self.flat = torch.zeros(sum(math.prod(s) for s in shapes.values()), device=device)
-        self.storage: Dict[str, torch.Tensor] = {}
+        self.storage: dict[str, torch.Tensor] = {}
         offset = 0
         for name, shape in shapes.items():  # views into self.flat
             n = math.prod(shape)
-            self.storage[name] = self.flat[offset:offset + n].view(shape)
+            self.storage[name] = self.flat[offset : offset + n].view(shape)
             offset += n
         W1a, W2a = self.storage["W1a"], self.storage["W2a"]
         W2a[:, H, V:] = PAD_LOGIT
-        self.params: Dict[str, torch.Tensor] = {"C": self.storage["C"], "W1": W1a[:, :BE], "b1": W1a[:, BE],
-                                                "W2": W2a[:, :H, :V], "b2": W2a[:, H, :V]}
+        self.params: dict[str, torch.Tensor] = {
+            "C": self.storage["C"],
+            "W1": W1a[:, :BE],
+            "b1": W1a[:, BE],
+            "W2": W2a[:, :H, :V],
+            "b2": W2a[:, H, :V],
+        }
         if norm != "none":
             self.params.update(gain=self.storage["gain"], shift=self.storage["shift"])
-        self.buffers: Dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
         if norm == "batch":
-            self.buffers = {"running_mean": torch.zeros(K, H, device=device), "running_var": torch.ones(K, H, device=device)}
-
-    def __getattr__(self, name):  # model.C, model.W1, ... read like the lecture
-        params = self.__dict__.get("params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(name)
+            self.buffers = {
+                "running_mean": torch.zeros(K, H, device=device),
+                "running_var": torch.ones(K, H, device=device),
+            }
 
     @property
     def device(self) -> torch.device:
@@ -84,17 +95,24 @@ class MLP:
         """Parameters of one replica (the output layer's padding not counted)."""
         return sum(p[0].numel() for p in self.params.values())
 
-    def state_dict(self) -> Dict[str, torch.Tensor]:
-        return {"flat": self.flat.detach().cpu().clone(), **{k: v.detach().cpu().clone() for k, v in self.buffers.items()}}
+    def step_macs(self, batch: int) -> int:
+        """About the multiply-adds of one training step: 3 products (forward, two backward) per layer."""
+        return self.replicas * batch * self.hidden * (self.block_size * self.emb + self.vocab_size) * 3
 
-    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "flat": self.flat.detach().cpu().clone(),
+            **{k: v.detach().cpu().clone() for k, v in self.buffers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.flat.copy_(state["flat"])
         for k, v in self.buffers.items():
             v.copy_(state[k])
 
     # -- initialization ---------------------------------------------------------------------------
 
-    def init_(self, recipe: str, seeds: Sequence[int]) -> "MLP":
+    def init_(self, recipe: str, seeds: Sequence[int]) -> MLP:
         """Draw each replica's parameters from its own generator (replica k from seeds[k])."""
         for k, seed in enumerate(seeds):
             g = torch.Generator().manual_seed(int(seed))
@@ -122,7 +140,9 @@ class MLP:
 
     # -- the reference forward pass ---------------------------------------------------------------
 
-    def forward(self, X: torch.Tensor, params: Optional[Dict[str, torch.Tensor]] = None, train: bool = False) -> torch.Tensor:
+    def forward(
+        self, X: torch.Tensor, params: dict[str, torch.Tensor] | None = None, train: bool = False
+    ) -> torch.Tensor:
         """X: (K, N, block_size) indices -> logits (K, N, vocab). `params` lets autograd use copies.
         With batch norm, train=True uses batch statistics (and updates the running ones)."""
         p = self.params if params is None else params
@@ -159,7 +179,7 @@ class MLP:
         total = torch.zeros(self.replicas, dtype=torch.float64)
         chunk = max(1024, chunk // self.replicas)
         for i in range(0, X.shape[0], chunk):
-            x, y = X[i:i + chunk].to(self.device), Y[i:i + chunk].to(self.device)
+            x, y = X[i : i + chunk].to(self.device), Y[i : i + chunk].to(self.device)
             n = x.shape[0]
             if self.norm == "none":
                 for k in range(self.replicas):
@@ -187,6 +207,8 @@ class MLP:
 class Bigram:
     """The count model of the previous lecture: P[i, j] = (N[i, j] + 1) / sum_j (N[i, j] + 1)."""
 
+    trainable = False  # counted by fit(), not trained by steps
+
     def __init__(self, vocab_size: int, device: torch.device | str = "cpu"):
         self.vocab_size, self.block_size, self.replicas = vocab_size, 1, 1
         self.counts = torch.zeros(vocab_size, vocab_size, device=device)
@@ -199,10 +221,13 @@ class Bigram:
     def num_params(self) -> int:
         return self.counts.numel()
 
+    def step_macs(self, batch: int) -> int:
+        return 0
+
     def fit(self, X: torch.Tensor, Y: torch.Tensor) -> None:
         """Count every (previous char, next char) pair of the training contexts; add-one smoothing."""
         idx = X[:, -1].to(self.device) * self.vocab_size + Y.to(self.device)
-        self.counts = torch.bincount(idx, minlength=self.vocab_size ** 2).view(self.vocab_size, self.vocab_size).float()
+        self.counts = torch.bincount(idx, minlength=self.vocab_size**2).view(self.vocab_size, self.vocab_size).float()
         P = self.counts + 1
         self.logP = (P / P.sum(1, keepdim=True)).log()
 
@@ -218,22 +243,49 @@ class Bigram:
     def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         return torch.softmax(self.forward(context) / temperature, dim=-1)
 
-    def state_dict(self) -> Dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return {"counts": self.counts.cpu().clone()}
 
-    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.counts = state["counts"].to(self.device)
         P = self.counts + 1
         self.logP = (P / P.sum(1, keepdim=True)).log()
 
 
-def build(kind: str, vocab_size: int, *, block_size: int, emb: int, hidden: int, norm: str = "none",
-          init: str = "lecture", seed: int = 2147483647, replicas: int = 1, device="cpu"):
+def build(
+    kind: str,
+    vocab_size: int,
+    *,
+    block_size: int,
+    emb: int,
+    hidden: int,
+    norm: str = "none",
+    init: str = "lecture",
+    seed: int = 2147483647,
+    replicas: int = 1,
+    device="cpu",
+):
     """The model of a run: replica k of an MLP is drawn from seed + k (replica 0 is the lecture's)."""
     if kind == "bigram":
         return Bigram(vocab_size, device=device)
     model = MLP(vocab_size, block_size, emb, hidden, replicas=replicas, norm=norm, device=device)
     return model.init_(init, [seed + k for k in range(replicas)])
+
+
+def from_config(m: dict, vocab_size: int, *, seed: int, replicas: int = 1, device="cpu"):
+    """The model of a run from its `model` config (as a dict); the bigram has one replica."""
+    return build(
+        m["kind"],
+        vocab_size,
+        block_size=m["block_size"],
+        emb=m["emb"],
+        hidden=m["hidden"],
+        norm=m["norm"],
+        init=m["init"],
+        seed=seed,
+        replicas=replicas if m["kind"] == "mlp" else 1,
+        device=device,
+    )
 
 
 def from_checkpoint(state: dict, device="cpu"):
@@ -242,8 +294,15 @@ def from_checkpoint(state: dict, device="cpu"):
 
     m = state["config"]["model"]
     vocab = Vocab(state["vocab"][1:])
-    model = build(m["kind"], len(vocab), block_size=m["block_size"], emb=m["emb"], hidden=m["hidden"],
-                  norm=m["norm"], replicas=state["config"]["train"]["replicas"] if m["kind"] == "mlp" else 1,
-                  device=device)
+    model = build(
+        m["kind"],
+        len(vocab),
+        block_size=m["block_size"],
+        emb=m["emb"],
+        hidden=m["hidden"],
+        norm=m["norm"],
+        replicas=state["config"]["train"]["replicas"] if m["kind"] == "mlp" else 1,
+        device=device,
+    )
     model.load_state_dict(state["model"])
     return model, vocab

@@ -5,8 +5,9 @@ here, so the sweep report (heatmap only) stays light."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +30,7 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def loss_curve(losses: "torch.Tensor", evals: Sequence[Dict], title: str = ""):
+def loss_curve(losses: torch.Tensor, evals: Sequence[dict], title: str = ""):
     """log10 of the minibatch loss per step, as the lecture plots it, with the full train/dev
     evaluations marked. losses: (steps,) or (steps, K) (the replicas' mean is drawn)."""
     plt = _plt()
@@ -44,7 +45,14 @@ def loss_curve(losses: "torch.Tensor", evals: Sequence[Dict], title: str = ""):
     for split, color, style, size in (("train", "tab:orange", "s-", 7), ("dev", "tab:green", "o--", 4)):
         pts = [(e["step"], sum(e[split]) / len(e[split])) for e in evals if e.get(split)]
         if pts:
-            ax.plot([p[0] for p in pts], [math.log10(p[1]) for p in pts], style, color=color, ms=size, label=f"{split} (full)")
+            ax.plot(
+                [p[0] for p in pts],
+                [math.log10(p[1]) for p in pts],
+                style,
+                color=color,
+                ms=size,
+                label=f"{split} (full)",
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("log10 loss")
     ax.set_title(title or "training loss")
@@ -54,7 +62,7 @@ def loss_curve(losses: "torch.Tensor", evals: Sequence[Dict], title: str = ""):
     return fig
 
 
-def project_2d(C: "torch.Tensor") -> Tuple["torch.Tensor", str]:
+def project_2d(C: torch.Tensor) -> tuple[torch.Tensor, str]:
     """C (V, E) -> (V, 2): the coordinates themselves for E = 2, else the first two principal components."""
     import torch
 
@@ -65,11 +73,11 @@ def project_2d(C: "torch.Tensor") -> Tuple["torch.Tensor", str]:
         return C, "2-D embedding"
     X = C - C.mean(0, keepdim=True)
     _, S, Vh = torch.linalg.svd(X, full_matrices=False)
-    var = (S[:2] ** 2).sum() / (S ** 2).sum()
+    var = (S[:2] ** 2).sum() / (S**2).sum()
     return X @ Vh[:2].T, f"PCA projection of the {C.shape[1]}-D embedding ({100 * var:.0f}% of variance)"
 
 
-def embedding_map(C: "torch.Tensor", labels: Sequence[str]):
+def embedding_map(C: torch.Tensor, labels: Sequence[str]):
     """Every character at its (projected) embedding, labeled, as the lecture draws emb = 2."""
     plt = _plt()
     xy, title = project_2d(C)
@@ -86,7 +94,7 @@ def embedding_map(C: "torch.Tensor", labels: Sequence[str]):
     return fig
 
 
-def lr_finder(exponents: Sequence[float], losses: Sequence[float], smooth: Sequence[float], suggested: Optional[float]):
+def lr_finder(exponents: Sequence[float], losses: Sequence[float], smooth: Sequence[float], suggested: float | None):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(exponents, losses, lw=0.6, alpha=0.4, color="tab:blue", label="minibatch loss")
@@ -106,7 +114,7 @@ def lr_finder(exponents: Sequence[float], losses: Sequence[float], smooth: Seque
     return fig
 
 
-def heatmap(grid: List[List[float]], xs: Sequence, ys: Sequence, xlabel: str, ylabel: str, title: str = "dev loss"):
+def heatmap(grid: list[list[float]], xs: Sequence, ys: Sequence, xlabel: str, ylabel: str, title: str = "dev loss"):
     """A value per (x, y) cell, written in the cell; NaN cells show a dash."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(xs), 1.4 + 0.8 * len(ys)))
@@ -119,8 +127,14 @@ def heatmap(grid: List[List[float]], xs: Sequence, ys: Sequence, xlabel: str, yl
     mid = (min(finite) + max(finite)) / 2 if finite else 0
     for j, row in enumerate(grid):
         for i, v in enumerate(row):
-            ax.text(i, j, f"{v:.3f}" if math.isfinite(v) else "—", ha="center", va="center",
-                    color="white" if math.isfinite(v) and v > mid else "black")
+            ax.text(
+                i,
+                j,
+                f"{v:.3f}" if math.isfinite(v) else "—",
+                ha="center",
+                va="center",
+                color="white" if math.isfinite(v) and v > mid else "black",
+            )
     ax.set_title(title)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()

@@ -15,14 +15,16 @@ import logging
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import yaml
 
-log = logging.getLogger("makemore")
+from . import metrics
+from .config import JOB_DEPTHS, PRESET_KEYS, sweep_root
 
-NOT_A_KEY = ("experiment", "hparams_search")  # group choices that select presets, not knobs
+log = logging.getLogger("makemore")
 
 
 def _value(text: str) -> Any:
@@ -32,16 +34,11 @@ def _value(text: str) -> Any:
         return text
 
 
-def find_jobs(sweep_dir: Path) -> List[Path]:
-    """The sweep's job dirs: <subdir>/ or <subdir>/seed=N/ (conf/config.yaml) holding the .hydra record of
-    a multirun job (single runs that happen to lie there are not part of a sweep)."""
-    found = list(sweep_dir.glob("*/.hydra/hydra.yaml")) + list(sweep_dir.glob("*/*/.hydra/hydra.yaml"))
+def find_jobs(sweep_dir: Path) -> list[Path]:
+    """The job dirs at the sweep layout's depths (config.job_name) holding the .hydra record of a multirun
+    job (single runs that happen to lie there are not part of a sweep)."""
+    found = [p for depth in JOB_DEPTHS for p in sweep_dir.glob("*/" * depth + ".hydra/hydra.yaml")]
     return sorted(p.parent.parent for p in found if _is_sweep_job(p))
-
-
-def sweep_root(job: Path) -> Path:
-    """The sweep dir a job belongs to, from the layout: <sweep>/<subdir> or <sweep>/<subdir>/seed=N."""
-    return job.parent.parent if job.name.startswith("seed=") else job.parent
 
 
 def _is_sweep_job(hydra_yaml: Path) -> bool:
@@ -52,29 +49,31 @@ def _is_sweep_job(hydra_yaml: Path) -> bool:
     return mode == "MULTIRUN" and (hydra_yaml.parent / "overrides.yaml").is_file()
 
 
-def read_job(job: Path, sweep_dir: Path) -> Dict[str, Any]:
+def read_job(job: Path, sweep_dir: Path) -> dict[str, Any]:
     overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
     knobs = {}
     for o in overrides:
         key, _, value = o.partition("=")
         key = key.lstrip("+~")
-        if key not in NOT_A_KEY:
+        if key not in PRESET_KEYS:
             knobs[key] = _value(value)
-    row: Dict[str, Any] = {"job": str(job.relative_to(sweep_dir)), "knobs": knobs, "params": None, "train_loss": None,
-                           "dev_loss": None, "train_loss_std": None, "dev_loss_std": None, "seconds": None,
-                           "status": "missing", "error": None}
-    metrics_path = job / "metrics.json"
-    if metrics_path.is_file():
-        try:
-            m = json.loads(metrics_path.read_text())
-        except json.JSONDecodeError:
-            m = {"status": "failed", "error": "metrics.json unreadable"}
-        for k in ("params", "train_loss", "dev_loss", "train_loss_std", "dev_loss_std", "error"):
+    row: dict[str, Any] = {
+        "job": str(job.relative_to(sweep_dir)),
+        "knobs": knobs,
+        "params": None,
+        "train_loss": None,
+        "dev_loss": None,
+        "train_loss_std": None,
+        "dev_loss_std": None,
+        "seconds": None,
+        "status": "missing",
+        "error": None,
+    }
+    m = metrics.read(job)
+    if m is not None:
+        for k in ("params", "train_loss", "dev_loss", "train_loss_std", "dev_loss_std", "error", "status"):
             row[k] = m.get(k)
         row["seconds"] = m.get("wall_seconds", m.get("seconds"))  # the job's own time, start to end
-        row["status"] = m.get("status", "ok")
-        if row["status"] == "ok" and not _finite(row["dev_loss"]):
-            row["status"] = "failed"
     return row
 
 
@@ -82,13 +81,15 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def collect(sweep_dir: Path) -> List[Dict[str, Any]]:
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """All jobs, best dev loss first; failed and missing jobs last."""
     rows = [read_job(j, sweep_dir) for j in find_jobs(sweep_dir)]
-    return sorted(rows, key=lambda r: (r["status"] != "ok", r["dev_loss"] if _finite(r["dev_loss"]) else math.inf, r["job"]))
+    return sorted(
+        rows, key=lambda r: (r["status"] != "ok", r["dev_loss"] if _finite(r["dev_loss"]) else math.inf, r["job"])
+    )
 
 
-def varying_keys(rows: Sequence[Dict[str, Any]]) -> List[str]:
+def varying_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
     keys = sorted({k for r in rows for k in r["knobs"]})
     return [k for k in keys if len({json.dumps(r["knobs"].get(k), sort_keys=True) for r in rows}) > 1]
 
@@ -99,35 +100,70 @@ def _fmt(x: Any, std: Any = None) -> str:
     return f"{x:.4f}" + (f" ± {std:.4f}" if _finite(std) else "")
 
 
-def to_csv(rows: Sequence[Dict[str, Any]], keys: Sequence[str]) -> str:
+def to_csv(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["job", *keys, "params", "train_loss", "train_loss_std", "dev_loss", "dev_loss_std", "seconds", "status", "error"])
+    w.writerow(
+        [
+            "job",
+            *keys,
+            "params",
+            "train_loss",
+            "train_loss_std",
+            "dev_loss",
+            "dev_loss_std",
+            "seconds",
+            "status",
+            "error",
+        ]
+    )
     cell = lambda x: "" if x is None else x  # noqa: E731  (a loss of 0.0 stays 0.0)
     for r in rows:
-        w.writerow([r["job"], *(r["knobs"].get(k, "") for k in keys),
-                    *(cell(r[c]) for c in ("params", "train_loss", "train_loss_std", "dev_loss", "dev_loss_std",
-                                           "seconds", "status", "error"))])
+        w.writerow(
+            [
+                r["job"],
+                *(r["knobs"].get(k, "") for k in keys),
+                *(
+                    cell(r[c])
+                    for c in (
+                        "params",
+                        "train_loss",
+                        "train_loss_std",
+                        "dev_loss",
+                        "dev_loss_std",
+                        "seconds",
+                        "status",
+                        "error",
+                    )
+                ),
+            ]
+        )
     return buf.getvalue()
 
 
-def to_markdown(rows: Sequence[Dict[str, Any]], title: str, keys: Sequence[str] = ()) -> str:
+def to_markdown(rows: Sequence[dict[str, Any]], title: str, keys: Sequence[str] = ()) -> str:
     """The table; the overrides column names the keys that vary across the sweep (all, if none do)."""
-    lines = [f"# {title}", "", "| # | overrides | params | train loss | dev loss | seconds | status |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| # | overrides | params | train loss | dev loss | seconds | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(rows, 1):
         shown = {k: r["knobs"].get(k) for k in keys} if keys else r["knobs"]
         over = ",".join(f"{k}={_short(v)}" for k, v in shown.items()) or r["job"]
         status = r["status"] + (f": {r['error']}" if r["error"] and r["status"] != "ok" else "")
-        lines.append(f"| {i} | {over} | {r['params'] or ''} | {_fmt(r['train_loss'], r['train_loss_std'])} | "
-                     f"{_fmt(r['dev_loss'], r['dev_loss_std'])} | {r['seconds'] if r['seconds'] is not None else ''} | "
-                     f"{status.replace('|', '/')} |")
+        lines.append(
+            f"| {i} | {over} | {r['params'] or ''} | {_fmt(r['train_loss'], r['train_loss_std'])} | "
+            f"{_fmt(r['dev_loss'], r['dev_loss_std'])} | {r['seconds'] if r['seconds'] is not None else ''} | "
+            f"{status.replace('|', '/')} |"
+        )
     ok = sum(r["status"] == "ok" for r in rows)
     lines += ["", f"{ok}/{len(rows)} jobs finished" + (f"; best dev loss {_fmt(rows[0]['dev_loss'])}" if ok else "")]
     return "\n".join(lines) + "\n"
 
 
-def heatmap(rows: Sequence[Dict[str, Any]], keys: Sequence[str], path: Path) -> Path:
+def heatmap(rows: Sequence[dict[str, Any]], keys: Sequence[str], path: Path) -> Path:
     """Dev loss over a two-key grid (the mean over any other varying key, e.g. seeds), values in the cells."""
     from . import plots
 
@@ -137,8 +173,14 @@ def heatmap(rows: Sequence[Dict[str, Any]], keys: Sequence[str], path: Path) -> 
     grid = [[math.nan] * len(xs) for _ in ys]
     for j, y in enumerate(ys):
         for i, x in enumerate(xs):
-            vals = [r["dev_loss"] for r in rows if r["knobs"].get(kx) == x and r["knobs"].get(ky) == y
-                    and r["status"] == "ok" and _finite(r["dev_loss"])]
+            vals = [
+                r["dev_loss"]
+                for r in rows
+                if r["knobs"].get(kx) == x
+                and r["knobs"].get(ky) == y
+                and r["status"] == "ok"
+                and _finite(r["dev_loss"])
+            ]
             if vals:
                 grid[j][i] = statistics.fmean(vals)
     fig = plots.heatmap(grid, xs, ys, kx, ky)
@@ -155,7 +197,7 @@ def _order(v: Any):
     return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
 
 
-def build_report(sweep_dir: Path | str, echo: bool = True) -> List[Dict[str, Any]]:
+def build_report(sweep_dir: Path | str, echo: bool = True) -> list[dict[str, Any]]:
     """Write results.csv, results.md and (two varying keys) heatmap.png into the sweep dir."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
@@ -190,8 +232,11 @@ class SweepCheck(Callback):
         task, params = config.hydra.overrides.task, config.hydra.sweeper.get("params")
         key = unnamed_swept_key(task, params, config.hydra.job.config.override_dirname.exclude_keys)
         if key:
-            print(f"error: a sweep cannot vary `{key}`: it is left out of job dir names, so its jobs would "
-                  f"share a dir; run one sweep per {key}", file=sys.stderr)
+            print(
+                f"error: a sweep cannot vary `{key}`: it is left out of job dir names, so its jobs would "
+                f"share a dir; run one sweep per {key}",
+                file=sys.stderr,
+            )
             sys.exit(2)  # an exception here would only become a warning (Hydra catches callback errors)
         sweep_dir = Path(config.hydra.sweep.dir)
         log.info("run dir: %s", sweep_dir.resolve())
@@ -216,9 +261,10 @@ class SweepReport(Callback):
             log.info("run dir: %s", sweep_dir.resolve())
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m makemore.report",
-                                     description="Rebuild results.csv, results.md and heatmap.png of a sweep dir.")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m makemore.report", description="Rebuild results.csv, results.md and heatmap.png of a sweep dir."
+    )
     parser.add_argument("sweep_dir", help="e.g. outputs/multirun/2026-11-22_10-00-00_1234")
     args = parser.parse_args(argv)
     d = Path(args.sweep_dir)
@@ -227,14 +273,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     jobs = find_jobs(d)
     if not jobs:
-        print(f"error: {d} holds no sweep jobs (dirs whose .hydra/hydra.yaml says mode: MULTIRUN); pass one sweep "
-              f"dir, e.g. outputs/multirun/<date>_<time>_<pid>", file=sys.stderr)
+        print(
+            f"error: {d} holds no sweep jobs (dirs whose .hydra/hydra.yaml says mode: MULTIRUN); pass one sweep "
+            f"dir, e.g. outputs/multirun/<date>_<time>_<pid>",
+            file=sys.stderr,
+        )
         return 2
     others = sorted({sweep_root(j) for j in jobs} - {d})
     if others:  # e.g. outputs/multirun itself: one table of unrelated sweeps would mislead
-        print(f"error: {d} is not one sweep: it holds the sweep{'s' if len(others) > 1 else ''} "
-              f"{', '.join(p.name for p in others[:3])}{', ...' if len(others) > 3 else ''}; pass one of them, e.g. "
-              f"python -m makemore.report {others[-1]}", file=sys.stderr)
+        print(
+            f"error: {d} is not one sweep: it holds the sweep{'s' if len(others) > 1 else ''} "
+            f"{', '.join(p.name for p in others[:3])}{', ...' if len(others) > 3 else ''}; pass one of them, e.g. "
+            f"python -m makemore.report {others[-1]}",
+            file=sys.stderr,
+        )
         return 2
     build_report(d)
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -20,8 +20,9 @@ MAX_LEN = 64  # a word that has not ended by then is cut
 
 
 @torch.no_grad()
-def generate(model, vocab: Vocab, n: int, seed: int, temperature: float = 1.0, prefix: str = "",
-             replica: int = 0) -> List[str]:
+def generate(
+    model, vocab: Vocab, n: int, seed: int, temperature: float = 1.0, prefix: str = "", replica: int = 0
+) -> list[str]:
     if temperature <= 0:
         raise ConfigError(f"--temperature must be > 0, got {temperature}")
     unknown = sorted(set(prefix) - set(vocab.stoi))
@@ -47,15 +48,16 @@ def generate(model, vocab: Vocab, n: int, seed: int, temperature: float = 1.0, p
     return [prefix + vocab.decode(row.tolist()) for row in out]
 
 
-def classify(words: Sequence[str], splits: Dict[str, Sequence[str]]) -> List[str]:
+def classify(words: Sequence[str], splits: dict[str, Sequence[str]]) -> list[str]:
     """Where each word occurs in the original data: train, dev, test, or new."""
     sets = {s: set(splits.get(s, ())) for s in SPLITS}
     return [next((s for s in SPLITS if w in sets[s]), "new") for w in words]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m makemore.sample",
-                                     description="Sample words from a trained run's checkpoint.pt.")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m makemore.sample", description="Sample words from a trained run's checkpoint.pt."
+    )
     parser.add_argument("run_dir", help="a run directory holding checkpoint.pt (or the checkpoint file)")
     parser.add_argument("-n", type=int, default=20, help="how many words (default 20)")
     parser.add_argument("--seed", type=int, default=2147483647 + 10, help="sampling seed (the lecture's)")

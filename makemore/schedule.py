@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 Schedule = Callable[[int], float]
 

@@ -29,8 +29,6 @@ were computed and before the gradient update: exactly SGD's p -= lr * (g + wd * 
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import torch
 
 from .model import BN_EPS, BN_MOMENTUM, MLP
@@ -72,7 +70,9 @@ class FastStep:
         self.one, self.neg_one = torch.ones((), device=dev), -torch.ones((), device=dev)
         self.sq = sq
 
-    def batches(self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    def batches(
+        self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-step arguments for S steps from batch indices ix (S, K, N) into the training set:
         the rows of C to look up (offset by k*V for replica k) and the targets as (K, N, 1)."""
         S, K, N = ix.shape

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -33,17 +32,19 @@ DIVERGE_FACTOR = 10.0
 
 
 class Diverged(RuntimeError):
-    def __init__(self, step: int, lr: float, loss: float, bound: Optional[float] = None):
+    def __init__(self, step: int, lr: float, loss: float, bound: float | None = None):
         if bound is None:
             what = f"loss {loss}"
         else:
-            what = (f"mean minibatch loss {loss:.4g} over the last {DIVERGE_WINDOW} steps exceeds {bound:.4g} "
-                    f"({DIVERGE_FACTOR:g} x max(initial loss, ln vocabulary)),")
+            what = (
+                f"mean minibatch loss {loss:.4g} over the last {DIVERGE_WINDOW} steps exceeds {bound:.4g} "
+                f"({DIVERGE_FACTOR:g} x max(initial loss, ln vocabulary)),"
+            )
         super().__init__(f"training diverged: {what} at step {step} (lr {lr:g}); try a smaller schedule lr")
         self.step, self.lr, self.loss = step, lr, loss
 
 
-def eval_interval(eval_every: Optional[int], steps: int) -> int:
+def eval_interval(eval_every: int | None, steps: int) -> int:
     """train.eval_every, or when it is null, steps / EVAL_POINTS rounded up (at least 1)."""
     return eval_every if eval_every else max(1, math.ceil(steps / EVAL_POINTS))
 
@@ -52,7 +53,7 @@ def divergence_bound(initial_loss: float, vocab_size: int) -> float:
     return DIVERGE_FACTOR * max(initial_loss, math.log(vocab_size))
 
 
-def check_runaway(losses: torch.Tensor, start: int, lrs: List[float], bound: float) -> None:
+def check_runaway(losses: torch.Tensor, start: int, lrs: list[float], bound: float) -> None:
     """Raise Diverged if a window of DIVERGE_WINDOW steps (windows end on multiples of it) has a mean
     minibatch loss above `bound` in any replica. losses: (S, K), steps start .. start + S - 1."""
     S = losses.shape[0]
@@ -68,34 +69,51 @@ def check_runaway(losses: torch.Tensor, start: int, lrs: List[float], bound: flo
 
 @dataclass
 class Progress:
-    """What the loop has done so far; saved in checkpoints."""
+    """What the loop has done so far; saved in checkpoints as the plain dict `state()`."""
 
     step: int = 0
     seconds: float = 0.0  # time spent in training steps (not evaluation)
-    batch_rng: Optional[torch.Tensor] = None  # state of the batch generator at `step`
-    losses: List[torch.Tensor] = field(default_factory=list)  # per segment (S, K) minibatch losses
-    lrs: List[float] = field(default_factory=list)
-    evals: List[Dict] = field(default_factory=list)  # {"step", "train": [K], "dev": [K]}
-    initial_loss: Optional[float] = None  # the first step's minibatch loss (worst replica), for the runaway bound
+    batch_rng: torch.Tensor | None = None  # state of the batch generator at `step`
+    losses: list[torch.Tensor] = field(default_factory=list)  # per segment (S, K) minibatch losses
+    evals: list[dict] = field(default_factory=list)  # {"step", "train": [K], "dev": [K]}
+    initial_loss: float | None = None  # the first step's minibatch loss (worst replica), for the runaway bound
 
     def minibatch_losses(self) -> torch.Tensor:
         return torch.cat(self.losses) if self.losses else torch.empty(0, 1)
+
+    def state(self) -> dict:
+        """Tensors and builtins only: a checkpoint loads with torch.load(weights_only=True)."""
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "batch_rng": self.batch_rng,
+            "losses": list(self.losses),
+            "evals": list(self.evals),
+            "initial_loss": self.initial_loss,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> Progress:
+        return cls(
+            **{k: state[k] for k in ("step", "seconds", "batch_rng", "losses", "evals")},
+            initial_loss=state.get("initial_loss"),
+        )
 
 
 class Hooks:
     """Callbacks of the loop; the defaults do nothing (a notebook needs none)."""
 
-    def on_segment(self, start: int, losses: torch.Tensor, lrs: List[float], progress: Progress) -> None: ...
+    def on_segment(self, start: int, losses: torch.Tensor, lrs: list[float], progress: Progress) -> None: ...
 
-    def on_eval(self, step: int, losses: Dict[str, torch.Tensor]) -> None: ...
+    def on_eval(self, step: int, losses: dict[str, torch.Tensor]) -> None: ...
 
     def on_checkpoint(self, progress: Progress) -> None: ...
 
 
-EvalSets = Dict[str, Tuple[torch.Tensor, torch.Tensor]]
+EvalSets = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
-def eval_subsets(data: Dataset, max_examples: Optional[int], splits=("train", "dev"), seed: int = 0) -> EvalSets:
+def eval_subsets(data: Dataset, max_examples: int | None, splits=("train", "dev"), seed: int = 0) -> EvalSets:
     """Each split's examples for periodic evaluation: all of them, or a fixed random subset of
     `max_examples` (drawn once, so every evaluation of a run scores the same examples)."""
     out = {}
@@ -108,8 +126,9 @@ def eval_subsets(data: Dataset, max_examples: Optional[int], splits=("train", "d
     return out
 
 
-def evaluate(model, data: Dataset, splits=("train", "dev"), threads: Optional[int] = None,
-             subsets: Optional[EvalSets] = None) -> Dict[str, torch.Tensor]:
+def evaluate(
+    model, data: Dataset, splits=("train", "dev"), threads: int | None = None, subsets: EvalSets | None = None
+) -> dict[str, torch.Tensor]:
     """Losses of each split: over all its examples, or over `subsets` (eval_subsets) where given;
     with `threads`, evaluation (large products) uses that many."""
     previous = torch.get_num_threads()
@@ -121,16 +140,72 @@ def evaluate(model, data: Dataset, splits=("train", "dev"), threads: Optional[in
         torch.set_num_threads(previous)
 
 
-def fit(model: MLP, data: Dataset, *, steps: int, batch_size: int, schedule: Schedule, eval_every: int,
-        checkpoint_every: int, seed: int, weight_decay: float = 0.0, hooks: Optional[Hooks] = None,
-        progress: Optional[Progress] = None, eval_threads: Optional[int] = None,
-        eval_examples: Optional[int] = None) -> Progress:
+def fit(
+    model: MLP,
+    data: Dataset,
+    *,
+    steps: int,
+    batch_size: int,
+    schedule: Schedule,
+    eval_every: int,
+    checkpoint_every: int,
+    seed: int,
+    weight_decay: float = 0.0,
+    hooks: Hooks | None = None,
+    progress: Progress | None = None,
+    eval_threads: int | None = None,
+    eval_examples: int | None = None,
+) -> Progress:
     """Train `model` (all its replicas) for `steps` SGD steps; resume from `progress` if given.
     Periodic evaluations score at most `eval_examples` examples per split (a fixed subset); the
-    evaluation at `steps` always scores every example."""
+    evaluation at `steps` always scores every example. A model trained by counting (the bigram) is
+    counted instead, at step 0."""
     hooks = hooks or Hooks()
-    subsets = eval_subsets(data, eval_examples)
     progress = progress or Progress()
+    if model.trainable:
+        _train(
+            model,
+            data,
+            progress,
+            hooks,
+            steps=steps,
+            batch_size=batch_size,
+            schedule=schedule,
+            eval_every=eval_every,
+            checkpoint_every=checkpoint_every,
+            seed=seed,
+            weight_decay=weight_decay,
+            eval_threads=eval_threads,
+            subsets=eval_subsets(data, eval_examples),
+        )
+    else:
+        model.fit(data.X["train"], data.Y["train"])
+        steps = 0
+    if not progress.evals or progress.evals[-1]["step"] != steps:  # steps=0, or nothing left to train
+        ev = evaluate(model, data, threads=eval_threads)
+        progress.evals.append({"step": steps, **{k: v.tolist() for k, v in ev.items()}})
+        hooks.on_eval(steps, ev)
+        hooks.on_checkpoint(progress)  # so even an untrained model can be sampled and resumed
+    return progress
+
+
+def _train(
+    model: MLP,
+    data: Dataset,
+    progress: Progress,
+    hooks: Hooks,
+    *,
+    steps: int,
+    batch_size: int,
+    schedule: Schedule,
+    eval_every: int,
+    checkpoint_every: int,
+    seed: int,
+    weight_decay: float,
+    eval_threads: int | None,
+    subsets: EvalSets,
+) -> None:
+    """The segments of fast steps from progress.step to `steps`, with their evaluations and checkpoints."""
     dev = model.device
     K, V = model.replicas, model.vocab_size
     Xtr, Ytr = data.X["train"].to(dev), data.Y["train"].to(dev)
@@ -167,7 +242,6 @@ def fit(model: MLP, data: Dataset, *, steps: int, batch_size: int, schedule: Sch
         progress.step = end
         progress.batch_rng = gen.get_state()
         progress.losses.append(losses)
-        progress.lrs.extend(lrs)
         hooks.on_segment(start, losses, lrs, progress)
         if end % eval_every == 0 or end == steps:  # the last evaluation scores every example
             ev = evaluate(model, data, threads=eval_threads, subsets=None if end == steps else subsets)
@@ -175,9 +249,3 @@ def fit(model: MLP, data: Dataset, *, steps: int, batch_size: int, schedule: Sch
             hooks.on_eval(end, ev)
         if end % checkpoint_every == 0 or end == steps:
             hooks.on_checkpoint(progress)
-    if not progress.evals or progress.evals[-1]["step"] != steps:  # steps=0, or nothing left to train
-        ev = evaluate(model, data, threads=eval_threads)
-        progress.evals.append({"step": steps, **{k: v.tolist() for k, v in ev.items()}})
-        hooks.on_eval(steps, ev)
-        hooks.on_checkpoint(progress)  # so even an untrained model can be sampled and resumed
-    return progress

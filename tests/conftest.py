@@ -10,10 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
 CONF = ROOT / "conf"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process tests use tiny tensors: one thread runs them fastest, and a second one contending for a busy core can
+    make a run of many small operations 10-50x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture
@@ -38,8 +49,9 @@ def run_module(module: str, *args: str, cwd: Path, timeout: float = 240, env=Non
     e = dict(os.environ, HYDRA_FULL_ERROR="", PYTHONWARNINGS="ignore")
     e.pop("HYDRA_FULL_ERROR")
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=e)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=e
+    )
 
 
 def run_cli(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -55,5 +67,11 @@ def metrics(run_dir: Path) -> dict:
 
 
 # small, fast settings for CLI runs: a tiny model on the small word file
-QUICK = ("model.hidden=16", "model.emb=4", "train.steps=300", "train.eval_every=100",
-         "train.checkpoint_every=100", "samples=5")
+QUICK = (
+    "model.hidden=16",
+    "model.emb=4",
+    "train.steps=300",
+    "train.eval_every=100",
+    "train.checkpoint_every=100",
+    "samples=5",
+)

@@ -6,16 +6,19 @@ import hashlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import QUICK, metrics, run_cli, run_dirs, run_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import QUICK, metrics, run_cli, run_dirs, run_module
 from makemore import checkpoint
+
+pytestmark = pytest.mark.slow  # every test here runs the commands in subprocesses
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -29,8 +32,17 @@ def test_short_run_writes_every_output(tmp_path, words_file):
     assert r.returncode == 0, r.stderr
     (run,) = run_dirs(tmp_path)
     m = metrics(run)
-    assert set(m) >= {"train_loss", "dev_loss", "test_loss", "steps", "params", "seconds", "steps_per_second",
-                      "model_steps_per_second", "examples"}
+    assert set(m) >= {
+        "train_loss",
+        "dev_loss",
+        "test_loss",
+        "steps",
+        "params",
+        "seconds",
+        "steps_per_second",
+        "model_steps_per_second",
+        "examples",
+    }
     assert m["steps"] == 300 and m["params"] == 27 * 4 + (12 + 1) * 16 + 17 * 27
     assert 1.5 < m["dev_loss"] < 3.5 and m["test_loss"] is not None and m["steps_per_second"] > 0
     assert set(m["examples"]) == {"train", "dev", "test"}
@@ -75,14 +87,22 @@ def test_replicas_report_mean_and_std(tmp_path, words_file):
     dev = m["replica_losses"]["dev"]
     assert len(dev) == 3 and len(set(dev)) == 3
     assert m["dev_loss"] == pytest.approx(sum(dev) / 3)
-    assert m["dev_loss_std"] > 0 and m["model_steps_per_second"] == pytest.approx(3 * m["steps_per_second"], rel=0.01)
+    assert m["dev_loss_std"] == pytest.approx(statistics.stdev(dev)) and m["dev_loss_std"] > 0
     tags = events(run_dirs(tmp_path)[0]).Tags()["scalars"]
     assert {"loss/dev_std", "replicas/dev_0", "replicas/dev_2"} <= set(tags)
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, words_file):
-    args = ("model.hidden=16", "model.emb=4", "train.steps=60000", "train.eval_every=20000",
-            "train.checkpoint_every=2000", "samples=0", "schedule.milestones=[30000]", f"data.path={words_file}")
+    args = (
+        "model.hidden=16",
+        "model.emb=4",
+        "train.steps=60000",
+        "train.eval_every=20000",
+        "train.checkpoint_every=2000",
+        "samples=0",
+        "schedule.milestones=[30000]",
+        f"data.path={words_file}",
+    )
     full = run_cli(*args, "hydra.run.dir=full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
 
@@ -101,7 +121,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, words_file):
 
     resumed = run_cli(*args, "hydra.run.dir=cut", "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from" in resumed.stdout + resumed.stderr
+    assert "resuming from" in resumed.stdout + resumed.stderr
     a, b = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert (a["train_loss"], a["dev_loss"], a["steps"]) == (b["train_loss"], b["dev_loss"], b["steps"])
 
@@ -121,20 +141,23 @@ def finished_run(tmp_path_factory, words_file) -> Path:
     return d / "r"
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda d: d / "missing.txt", "no such file"),
-    (lambda d: (d / "bin.txt").write_bytes(b"\xff\xfe\x00\x81") and d / "bin.txt", "not UTF-8"),
-    (lambda d: (d / "empty.txt").write_text("\n\n") and d / "empty.txt", "has no words"),
-    (lambda d: (d / "few.txt").write_text("ab\ncd\n") and d / "few.txt", "too few"),
-    (lambda d: d, "is not a file"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda d: d / "missing.txt", "no such file"),
+        (lambda d: (d / "bin.txt").write_bytes(b"\xff\xfe\x00\x81") and d / "bin.txt", "not UTF-8"),
+        (lambda d: (d / "empty.txt").write_text("\n\n") and d / "empty.txt", "has no words"),
+        (lambda d: (d / "few.txt").write_text("ab\ncd\n") and d / "few.txt", "too few"),
+        (lambda d: d, "is not a file"),
+    ],
+)
 def test_bad_data_path_one_line_nothing_overwritten(tmp_path, finished_run, make, needle):
     shutil.copytree(finished_run, tmp_path / "r")
     kept = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()}
     path = make(tmp_path)
     r = run_cli(*QUICK, f"data.path={path}", "hydra.run.dir=r", "resume=true", cwd=tmp_path)
     assert r.returncode != 0
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0] and str(path) in lines[0], r.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()} == kept
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import CONF, QUICK, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from conftest import CONF, QUICK, run_cli
 from makemore.config import ConfigError, register_configs, register_resolvers, unnamed_swept_key, validate
 
 register_configs()
@@ -33,14 +33,44 @@ def test_defaults_are_the_contract():
     validate(cfg)
 
 
-@pytest.mark.parametrize("overrides", [
-    ["model=bigram"], ["schedule=cosine"], ["device=cpu"], ["device=cuda"], ["device=mps"],
-    ["experiment=lecture"], ["experiment=overfit_batch"], ["experiment=grid_hidden_emb"],
-    ["experiment=best"], ["hparams_search=optuna"], ["hparams_search=mlp_wide"], ["hydra/launcher=slurm"], ["hydra/launcher=submitit_local"],
-])
-def test_every_option_composes(overrides):
+@pytest.mark.parametrize(
+    "overrides, key, expected",
+    [
+        (["model=bigram"], "model.kind", "bigram"),
+        (["schedule=cosine"], "schedule.name", "cosine"),
+        (["device=cpu"], "device.name", "cpu"),
+        (["device=cuda"], "device.name", "cuda"),
+        (["device=mps"], "device.name", "mps"),
+        (["experiment=lecture"], "model.init", "lecture"),
+        (["experiment=overfit_batch"], "data.limit_words", 5),
+        (["experiment=grid_hidden_emb"], "hydra.mode", "MULTIRUN"),
+        (["experiment=best"], "model.hidden", 1000),
+        (["hparams_search=optuna"], "hydra.sweeper.study_name", "makemore"),
+        (["hparams_search=mlp_wide"], "hydra.sweeper.n_trials", 40),
+        (["hydra/launcher=slurm"], "hydra.launcher.mem_gb", 4),
+        (
+            ["hydra/launcher=submitit_local"],
+            "hydra.launcher._target_",
+            "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+        ),
+    ],
+)
+def test_every_option_composes(overrides, key, expected):
     cfg = compose_cfg(*overrides, hydra_cfg=True)
-    OmegaConf.to_container(cfg, resolve=False)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    assert set(OmegaConf.to_container(job, resolve=True)) == {
+        "data",
+        "model",
+        "schedule",
+        "device",
+        "train",
+        "seed",
+        "resume",
+        "samples",
+        "lr_find",
+    }
+    value = OmegaConf.select(cfg, key)
+    assert getattr(value, "name", value) == expected  # enums by name
     validate(cfg)
 
 
@@ -53,7 +83,13 @@ def test_lecture_preset():
 
 def test_overfit_preset():
     cfg = compose_cfg("experiment=overfit_batch")
-    assert (cfg.data.limit_words, cfg.model.emb, cfg.model.hidden, cfg.train.steps, cfg.train.batch_size) == (5, 2, 100, 1000, 0)
+    assert (cfg.data.limit_words, cfg.model.emb, cfg.model.hidden, cfg.train.steps, cfg.train.batch_size) == (
+        5,
+        2,
+        100,
+        1000,
+        0,
+    )
     assert list(cfg.schedule.lrs) == [0.1]
 
 
@@ -71,24 +107,45 @@ def test_grid_preset_is_a_multirun():
     assert dict(cfg.hydra.sweeper.params) == {"model.hidden": "100,200,300", "model.emb": "2,10,30"}
 
 
-@pytest.mark.parametrize("override", ["model.hiden=3", "model.hidden=abc", "train.steps=1.5", "model.init=fancy",
-                                      "model.norm=group", "device=tpu", "schedule.lrs=0.1"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.hiden=3",
+        "model.hidden=abc",
+        "train.steps=1.5",
+        "model.init=fancy",
+        "model.norm=group",
+        "device=tpu",
+        "schedule.lrs=0.1",
+    ],
+)
 def test_typos_and_types_fail_at_composition(override):
     with pytest.raises(ConfigCompositionException):
         compose_cfg(override)
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["model.hidden=0"], "model.hidden"), (["model.emb=-1"], "model.emb"), (["model.block_size=0"], "model.block_size"),
-    (["train.batch_size=-1"], "train.batch_size"), (["train.steps=-5"], "train.steps"),
-    (["data.splits=[0.8,0.1,0.2]"], "data.splits"), (["data.splits=[0.9,0.1,0.0]"], "data.splits"),
-    (["data.splits=[0.5,0.5]"], "data.splits"), (["schedule.lrs=[0.1,0]"], "schedule.lrs"),
-    (["schedule.lrs=[-0.1,0.01]"], "schedule.lrs"), (["schedule.lrs=[0.1]"], "schedule.lrs"),
-    (["schedule.lrs=[0.1,0.01,0.001]", "schedule.milestones=[100,50]"], "schedule.milestones"),
-    (["schedule.lrs=[0.1,0.01,0.001]", "schedule.milestones=[100,100]"], "schedule.milestones"),
-    (["schedule=cosine", "schedule.lr=0"], "schedule.lr"), (["train.replicas=0"], "train.replicas"),
-    (["train.weight_decay=-1"], "train.weight_decay"), (["model=bigram", "model.block_size=3"], "model.block_size"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["model.hidden=0"], "model.hidden"),
+        (["model.emb=-1"], "model.emb"),
+        (["model.block_size=0"], "model.block_size"),
+        (["train.batch_size=-1"], "train.batch_size"),
+        (["train.steps=-5"], "train.steps"),
+        (["data.splits=[0.8,0.1,0.2]"], "data.splits"),
+        (["data.splits=[0.9,0.1,0.0]"], "data.splits"),
+        (["data.splits=[0.5,0.5]"], "data.splits"),
+        (["schedule.lrs=[0.1,0]"], "schedule.lrs"),
+        (["schedule.lrs=[-0.1,0.01]"], "schedule.lrs"),
+        (["schedule.lrs=[0.1]"], "schedule.lrs"),
+        (["schedule.lrs=[0.1,0.01,0.001]", "schedule.milestones=[100,50]"], "schedule.milestones"),
+        (["schedule.lrs=[0.1,0.01,0.001]", "schedule.milestones=[100,100]"], "schedule.milestones"),
+        (["schedule=cosine", "schedule.lr=0"], "schedule.lr"),
+        (["train.replicas=0"], "train.replicas"),
+        (["train.weight_decay=-1"], "train.weight_decay"),
+        (["model=bigram", "model.block_size=3"], "model.block_size"),
+    ],
+)
 def test_out_of_range_values_name_their_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(compose_cfg(*overrides))
@@ -98,29 +155,38 @@ def test_steps_zero_is_allowed():
     validate(compose_cfg("train.steps=0"))
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["model.hiden=3"], "model.hiden"),
-    (["model.hidden=abc"], "model.hidden"),
-    (["model.hidden=0"], "model.hidden must be an integer >= 1"),
-    (["schedule.lrs=[0.1]"], "schedule.lrs needs one more entry than schedule.milestones"),
-    (["data.splits=[0.8,0.1,0.2]"], "data.splits"),
-])
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["model.hiden=3"], "model.hiden"),
+        (["model.hidden=abc"], "model.hidden"),
+        (["model.hidden=0"], "model.hidden must be an integer >= 1"),
+        (["schedule.lrs=[0.1]"], "schedule.lrs needs one more entry than schedule.milestones"),
+        (["data.splits=[0.8,0.1,0.2]"], "data.splits"),
+    ],
+)
 def test_cli_bad_config_one_clear_line(tmp_path, args, needle):
     r = run_cli(*QUICK, *args, cwd=tmp_path)
     assert r.returncode != 0
     assert needle in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
-    assert not (tmp_path / "outputs" / "runs").exists() or not any((tmp_path / "outputs" / "runs").rglob("metrics.json"))
+    assert not (tmp_path / "outputs" / "runs").exists() or not any(
+        (tmp_path / "outputs" / "runs").rglob("metrics.json")
+    )
 
 
-@pytest.mark.parametrize("overrides, params, key", [
-    (["data.path=a.txt,b.txt"], None, "data.path"),
-    (["experiment=lecture,best", "model.hidden=8"], None, "experiment"),
-    (["device.threads=range(1,3)"], None, "device.threads"),
-    (["model.hidden=8,16", "data.path=a.txt", "seed=1,2"], None, None),  # a fixed path, a swept seed: fine
-    ([], {"model.emb": "choice(2, 4)", "device": "choice(cpu, cuda)"}, "device"),
-    ([], {"model.emb": "choice(2, 4)"}, None),
-])
+@pytest.mark.parametrize(
+    "overrides, params, key",
+    [
+        (["data.path=a.txt,b.txt"], None, "data.path"),
+        (["experiment=lecture,best", "model.hidden=8"], None, "experiment"),
+        (["device.threads=range(1,3)"], None, "device.threads"),
+        (["model.hidden=8,16", "data.path=a.txt", "seed=1,2"], None, None),  # a fixed path, a swept seed: fine
+        ([], {"model.emb": "choice(2, 4)", "device": "choice(cpu, cuda)"}, "device"),
+        ([], {"model.emb": "choice(2, 4)"}, None),
+    ],
+)
 def test_sweeps_over_keys_left_out_of_dir_names_are_found(overrides, params, key):
     excluded = compose_cfg(hydra_cfg=True).hydra.job.config.override_dirname.exclude_keys
     assert unnamed_swept_key(overrides, params, excluded) == key

@@ -44,7 +44,9 @@ def test_split_follows_random_shuffle():
     expected = list(words)
     random.seed(7)
     random.shuffle(expected)
-    assert ds_words["train"] == expected[:80] and ds_words["dev"] == expected[80:90] and ds_words["test"] == expected[90:]
+    assert (
+        ds_words["train"] == expected[:80] and ds_words["dev"] == expected[80:90] and ds_words["test"] == expected[90:]
+    )
 
 
 @pytest.mark.parametrize("block_size", [1, 3, 8])
@@ -69,10 +71,15 @@ def test_any_unicode_and_the_boundary_char(tmp_path):
     assert sum(ds.examples().values()) == sum(len(w) + 1 for w in words)
 
 
-@pytest.mark.parametrize("content, needle", [
-    (None, "no such file"), (b"\xff\xfe\xfa bad\n", "not UTF-8"), (b"\n  \n\n", "has no words"),
-    (b"ab\ncd\n", "too few"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (None, "no such file"),
+        (b"\xff\xfe\xfa bad\n", "not UTF-8"),
+        (b"\n  \n\n", "has no words"),
+        (b"ab\ncd\n", "too few"),
+    ],
+)
 def test_bad_data_files(tmp_path, content, needle):
     p = tmp_path / "words.txt"
     if content is not None:

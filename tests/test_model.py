@@ -114,7 +114,10 @@ def test_bigram_equals_direct_counts():
         for a, b in zip(chs, chs[1:]):
             N[0 if a == "." else vocab.stoi[a], 0 if b == "." else vocab.stoi[b]] += 1
     P = (N + 1) / (N + 1).sum(1, keepdim=True)
-    nll = -sum(math.log(P[0 if a == "." else vocab.stoi[a], 0 if b == "." else vocab.stoi[b]])
-               for w in words for a, b in zip(["."] + list(w), list(w) + ["."])) / len(Y)
+    nll = -sum(
+        math.log(P[0 if a == "." else vocab.stoi[a], 0 if b == "." else vocab.stoi[b]])
+        for w in words
+        for a, b in zip(["."] + list(w), list(w) + ["."])
+    ) / len(Y)
     assert torch.equal(m.counts, N)
     assert m.evaluate(X, Y).item() == pytest.approx(nll, rel=1e-6)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import QUICK, metrics, run_cli, run_dirs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import QUICK, metrics, run_cli, run_dirs, run_module
 from makemore import data as data_mod
 from makemore.config import run_dir
 from makemore.report import main as report_main
@@ -93,12 +93,20 @@ def test_run_dir_names_are_unique_in_the_same_second(tmp_path):
 
 @pytest.mark.slow
 def test_single_run_is_named_by_its_overrides_and_says_where_it_is(tmp_path, words_file):
-    r = run_cli("model.hidden=37", "model.emb=4", "train.steps=300", "samples=2", "seed=7",
-                f"data.path={words_file}", cwd=tmp_path)
+    r = run_cli(
+        "model.hidden=37",
+        "model.emb=4",
+        "train.steps=300",
+        "samples=2",
+        "seed=7",
+        f"data.path={words_file}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     (run,) = run_dirs(tmp_path)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_model\.emb=4,model\.hidden=37,samples=2,train\.steps=300",
-                        run.name), run.name  # seed and data.path left out, as in sweep job names
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_model\.emb=4,model\.hidden=37,samples=2,train\.steps=300", run.name
+    ), run.name  # seed and data.path left out, as in sweep job names
     out = r.stdout + r.stderr
     assert out.count(f"run dir: {run}") == 2  # at the start and at the end
     # every run has a curve: 300 steps with the default eval_every give 20 dev points
@@ -121,7 +129,9 @@ def test_single_run_is_named_by_its_overrides_and_says_where_it_is(tmp_path, wor
 
 @pytest.mark.slow
 def test_three_thousand_steps_with_the_default_eval_every_draw_a_dev_curve(tmp_path, words_file):
-    r = run_cli("model.hidden=16", "model.emb=4", "train.steps=3000", "samples=0", f"data.path={words_file}", cwd=tmp_path)
+    r = run_cli(
+        "model.hidden=16", "model.emb=4", "train.steps=3000", "samples=0", f"data.path={words_file}", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     (run,) = run_dirs(tmp_path)
     steps = [e.step for e in events(run).Scalars("loss/dev")]
@@ -135,7 +145,9 @@ def test_a_runaway_loss_stops_the_run_as_diverged(tmp_path, words_file):
     out = r.stdout + r.stderr
     assert out.count("training diverged") == 1  # printed once
     line = r.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: training diverged: mean minibatch loss") and "at step 99" in line and "lr 1e+06" in line
+    assert (
+        line.startswith("error: training diverged: mean minibatch loss") and "at step 99" in line and "lr 1e+06" in line
+    )
     (run,) = run_dirs(tmp_path)
     m = metrics(run)
     assert m["status"] == "diverged" and m["dev_loss"] is None and "training diverged" in (run / "run.log").read_text()
@@ -148,8 +160,14 @@ def test_a_runaway_loss_stops_the_run_as_diverged(tmp_path, words_file):
 
 @pytest.mark.slow
 def test_capped_periodic_evaluation_keeps_the_final_one_exact(tmp_path, words_file):
-    args = ("model.hidden=16", "model.emb=4", "train.steps=300", "train.eval_every=100", "samples=0",
-            f"data.path={words_file}")
+    args = (
+        "model.hidden=16",
+        "model.emb=4",
+        "train.steps=300",
+        "train.eval_every=100",
+        "samples=0",
+        f"data.path={words_file}",
+    )
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     capped = run_cli(*args, "train.eval_examples=50", cwd=tmp_path / "a")
     full = run_cli(*args, "train.eval_examples=null", cwd=tmp_path / "b")
@@ -186,17 +204,27 @@ def grid_2x2(tmp_path_factory, words_file):
 def test_tensorboard_serves_the_grids_swept_keys_first(grid_2x2):
     sweep, _ = grid_2x2
     port = _free_port()
-    tb = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1",
-                           "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tb = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}/data/plugin/hparams"
         exp = None
         for _ in range(60):  # TensorBoard loads the logdir in the background
             try:
                 exp = _post(f"{base}/experiment", {"experimentName": ""})
-                groups = _post(f"{base}/session_groups", {"experimentName": "", "allowedStatuses": [
-                    "STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"], "colParams": [],
-                    "startIndex": 0, "sliceSize": 100})
+                groups = _post(
+                    f"{base}/session_groups",
+                    {
+                        "experimentName": "",
+                        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+                        "colParams": [],
+                        "startIndex": 0,
+                        "sliceSize": 100,
+                    },
+                )
                 if exp.get("hparamInfos") and len(groups.get("sessionGroups", [])) == 4:
                     break
             except OSError:
@@ -280,8 +308,14 @@ def test_log_lines_do_not_break_the_progress_bar(tmp_path, words_file):
     env = dict(os.environ, PYTHONWARNINGS="ignore", COLUMNS="120")
     # steps slow enough (~0.1 ms each) for tqdm to draw its bar between evaluations
     args = ("model.hidden=400", "model.emb=10", "train.steps=6000", "train.eval_every=1000", "samples=0")
-    p = subprocess.Popen([sys.executable, "-m", "makemore.run", *args, f"data.path={words_file}"], cwd=tmp_path,
-                         stdin=slave, stdout=slave, stderr=slave, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "makemore.run", *args, f"data.path={words_file}"],
+        cwd=tmp_path,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -298,5 +332,7 @@ def test_log_lines_do_not_break_the_progress_bar(tmp_path, words_file):
     evals = [line for line in text.split("\n") if re.search(r"step \d000: train", line)]
     assert len(evals) == 6 and "%|" in text, text[-2000:]  # the bar was drawn
     for line in evals:
-        visible = line.rstrip("\r").split("\r")[-1]  # what is left on screen after carriage returns (a pty ends lines with \r\n)
+        visible = line.rstrip("\r").split("\r")[
+            -1
+        ]  # what is left on screen after carriage returns (a pty ends lines with \r\n)
         assert visible.startswith("["), repr(line)

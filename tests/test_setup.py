@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, metrics, run_dirs
 
 pytestmark = pytest.mark.slow
@@ -23,18 +22,23 @@ TINY = "model.hidden=16 model.emb=4 train.steps=200 train.eval_every=100 train.c
 def fresh_env() -> dict:
     """The caller's environment as a user without any venv has it: no VIRTUAL_ENV, no venv's bin on PATH,
     nothing inherited from an enclosing make or pytest (an outer `make test ARGS=...` would leak its ARGS)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHON", "MFLAGS")
-           and not k.startswith(("MAKE", "PYTEST_"))}
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and not (Path(p).parent / "pyvenv.cfg").is_file())
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHON", "MFLAGS")
+        and not k.startswith(("MAKE", "PYTEST_"))
+    }
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and not (Path(p).parent / "pyvenv.cfg").is_file()
+    )
     return env
 
 
 def make(*args: str, cwd: Path, env: dict, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
     t = time.perf_counter()
-    p = subprocess.run(["make", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        ["make", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     return p, time.perf_counter() - t
 
 
@@ -73,8 +77,14 @@ def test_first_command_sets_up_and_trains(clone):
     print(f"make run from nothing: {seconds:.0f} s")
     assert ok(p)
     assert "pip install" in p.stdout and (dst / ".venv" / ".installed").is_file()
-    site = subprocess.run([str(dst / ".venv/bin/python"), "-c", "import makemore; print(makemore.__file__)"],
-                          capture_output=True, text=True, env=env, check=True, cwd=dst / ".venv").stdout
+    site = subprocess.run(
+        [str(dst / ".venv/bin/python"), "-c", "import makemore; print(makemore.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=dst / ".venv",
+    ).stdout
     assert Path(site.strip()).resolve().is_relative_to(dst.resolve())  # editable, from this clone
     [run] = run_dirs(dst)
     assert (run / "checkpoint.pt").is_file()

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import metrics, run_cli, run_module
+
+from makemore.device import cores
+
+pytestmark = pytest.mark.slow  # every test here runs the commands in subprocesses
+
 
 TINY = ("model.emb=2", "train.steps=200", "train.eval_every=100", "train.checkpoint_every=200", "samples=2")
 
@@ -21,7 +25,11 @@ def sweep_dirs(cwd: Path):
 
 
 def md_rows(sweep: Path):
-    return [l for l in (sweep / "results.md").read_text().splitlines() if l.startswith("| ") and not l.startswith("| #")]
+    return [
+        row
+        for row in (sweep / "results.md").read_text().splitlines()
+        if row.startswith("| ") and not row.startswith("| #")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +44,20 @@ def grid(tmp_path_factory, words_file):
 def test_grid_runs_every_point_in_its_own_named_dir(grid):
     sweep, _ = grid
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == sorted(f"model.emb={e},model.hidden={h},samples=2,train.checkpoint_every=200,train.eval_every=100,"
-                          "train.steps=200" for e in (2, 4) for h in (8, 16))  # data.path is left out of the names
+    assert jobs == sorted(
+        f"model.emb={e},model.hidden={h},samples=2,train.checkpoint_every=200,train.eval_every=100,train.steps=200"
+        for e in (2, 4)
+        for h in (8, 16)
+    )  # data.path is left out of the names
     for job in jobs:
         m = metrics(sweep / job)
         assert m["status"] == "ok" and m["steps"] == 200
         assert len(list((sweep / job).glob("events.out.tfevents.*"))) == 1
-        # 2 jobs at once on this machine's cores: each job gets cores // 2 threads (at least 1)
-        assert "parallel job" in (sweep / job / "run.log").read_text()
+        # as many jobs at once as cores (n_jobs=-1): each evaluates on cores // jobs = 1 thread and trains these
+        # tiny steps on 1
+        n = min(4, cores())
+        line = f"torch threads: 1 for training, 1 for evaluation ({n} parallel job{'s' if n > 1 else ''})"
+        assert line in (sweep / job / "run.log").read_text()
 
 
 def test_grid_table_best_first_and_heatmap(grid):
@@ -77,8 +91,15 @@ def test_report_rebuilds_a_partial_sweep(grid, tmp_path):
 
 
 def test_failed_points_are_recorded_and_the_rest_finishes(tmp_path, words_file):
-    r = run_cli("-m", "model.hidden=8,0", "schedule.lrs=[0.1],[1e30]", "schedule.milestones=[]", *TINY,
-                f"data.path={words_file}", cwd=tmp_path)
+    r = run_cli(
+        "-m",
+        "model.hidden=8,0",
+        "schedule.lrs=[0.1],[1e30]",
+        "schedule.milestones=[]",
+        *TINY,
+        f"data.path={words_file}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     (sweep,) = sweep_dirs(tmp_path)
     rows = md_rows(sweep)
@@ -111,12 +132,25 @@ def test_seed_sweep_and_replicas_compose(tmp_path, words_file):
 
 def test_optuna_search_records_best_params(tmp_path, words_file):
     db = tmp_path / "study.db"
-    r = run_cli("hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *TINY[1:],
-                f"hydra.sweeper.storage=sqlite:///{db}", f"data.path={words_file}", cwd=tmp_path)
+    r = run_cli(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        *TINY[1:],
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        f"data.path={words_file}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     (sweep,) = sweep_dirs(tmp_path)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"model.emb", "model.hidden", "model.block_size", "train.batch_size", "schedule.lr"}
+    assert set(best["best_params"]) == {
+        "model.emb",
+        "model.hidden",
+        "model.block_size",
+        "train.batch_size",
+        "schedule.lr",
+    }
     assert len(list(sweep.rglob("metrics.json"))) == 4 and len(md_rows(sweep)) == 4
     assert best["best_value"] == pytest.approx(min(metrics(p.parent)["dev_loss"] for p in sweep.rglob("metrics.json")))
     assert db.is_file() and "alembic" not in r.stdout + r.stderr
@@ -134,13 +168,27 @@ def test_a_sweep_over_data_files_is_refused_before_any_job(tmp_path, words_file)
 
 def test_the_best_model_search_runs(tmp_path, words_file):
     """hparams_search=mlp_wide, the search behind experiment=best, with 2 trials of 20 steps."""
-    r = run_cli("hparams_search=mlp_wide", "hydra.sweeper.n_trials=2", "train.steps=20", "train.eval_every=20",
-                "train.checkpoint_every=20", f"data.path={words_file}", cwd=tmp_path)
+    r = run_cli(
+        "hparams_search=mlp_wide",
+        "hydra.sweeper.n_trials=2",
+        "train.steps=20",
+        "train.eval_every=20",
+        "train.checkpoint_every=20",
+        f"data.path={words_file}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     (sweep,) = sweep_dirs(tmp_path)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"model.block_size", "model.emb", "model.hidden", "model.norm",
-                                        "train.batch_size", "schedule.lr", "train.weight_decay"}
+    assert set(best["best_params"]) == {
+        "model.block_size",
+        "model.emb",
+        "model.hidden",
+        "model.norm",
+        "train.batch_size",
+        "schedule.lr",
+        "train.weight_decay",
+    }
     assert len(md_rows(sweep)) == 2
     # trials run one at a time (hydra.sweeper.n_jobs=1), so each may use every core
     logs = [p.read_text() for p in sweep.rglob("run.log")]
@@ -148,7 +196,9 @@ def test_the_best_model_search_runs(tmp_path, words_file):
 
 
 def test_submitit_local_launcher(tmp_path, words_file):
-    r = run_cli("-m", "hydra/launcher=submitit_local", "model.hidden=8,16", *TINY, f"data.path={words_file}", cwd=tmp_path)
+    r = run_cli(
+        "-m", "hydra/launcher=submitit_local", "model.hidden=8,16", *TINY, f"data.path={words_file}", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     (sweep,) = sweep_dirs(tmp_path)
     assert len(list(sweep.rglob("metrics.json"))) == 2 and len(md_rows(sweep)) == 2

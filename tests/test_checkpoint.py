@@ -1,0 +1,156 @@
+"""Checkpoints (fast, in process): plain dicts that load with weights_only=True, old checkpoints, the resume checks."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+import torch
+
+from makemore import checkpoint
+from makemore.config import ConfigError
+from makemore.data import Dataset, Vocab, build_dataset
+from makemore.model import build
+from makemore.schedule import step_schedule
+from makemore.train import Progress, fit
+
+WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "mia", "amelia", "harper"] * 2
+
+
+def tiny_run(steps: int = 40):
+    vocab = Vocab.from_words(WORDS)
+    X, Y = build_dataset(WORDS, vocab, 3)
+    data = Dataset(
+        vocab=vocab,
+        words={s: WORDS for s in ("train", "dev", "test")},
+        X=dict.fromkeys(("train", "dev", "test"), X),
+        Y=dict.fromkeys(("train", "dev", "test"), Y),
+        source="test",
+    )
+    model = build("mlp", len(vocab), block_size=3, emb=4, hidden=8, init="scaled", seed=1)
+    progress = fit(
+        model,
+        data,
+        steps=steps,
+        batch_size=8,
+        schedule=step_schedule([0.1], []),
+        eval_every=20,
+        checkpoint_every=20,
+        seed=1,
+    )
+    conf = {
+        "data": {"path": "w"},
+        "model": {"kind": "mlp", "block_size": 3, "emb": 4, "hidden": 8, "norm": "none", "init": "scaled"},
+        "schedule": {"name": "step", "lrs": [0.1], "milestones": []},
+        "seed": 1,
+        "train": {"steps": steps, "replicas": 1, "batch_size": 8, "weight_decay": 0.0},
+    }
+    return model, data, conf, progress
+
+
+def test_a_checkpoint_is_plain_data_with_a_format(tmp_path):
+    model, data, conf, progress = tiny_run()
+    path = tmp_path / checkpoint.FILENAME
+    checkpoint.save(path, checkpoint.run_state(model, data, conf, progress))
+    state = torch.load(path, weights_only=True)  # no pickled classes: no code runs on load
+    assert state["format"] == checkpoint.FORMAT and state["step"] == 40 and state["vocab"] == data.vocab.itos
+    again = Progress.from_state(checkpoint.load(tmp_path)["progress"])
+    assert again.step == 40 and torch.equal(again.batch_rng, progress.batch_rng)
+    assert [e["step"] for e in again.evals] == [20, 40] and again.initial_loss == progress.initial_loss
+    assert torch.equal(again.minibatch_losses(), progress.minibatch_losses())
+
+
+def test_a_checkpoint_written_before_formats_still_loads(tmp_path):
+    """Format 1 pickled the Progress dataclass (no `format` key); it loads, converted, without weights_only=False."""
+    model, data, conf, progress = tiny_run()
+    old = Progress(step=40, seconds=1.5, batch_rng=progress.batch_rng, losses=progress.losses, evals=progress.evals)
+    old.__dict__["lrs"] = [0.1] * 40  # Progress as format 1 pickled it: with `lrs`, without `initial_loss`
+    del old.__dict__["initial_loss"]
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "vocab": data.vocab.itos,
+            "config": conf,
+            "progress": old,
+            "step": 40,
+            "words": data.words,
+        },
+        tmp_path / checkpoint.FILENAME,
+    )
+    with pytest.raises(pickle.UnpicklingError):  # weights_only refuses the pickled class
+        torch.load(tmp_path / checkpoint.FILENAME, weights_only=True)
+    state = checkpoint.load(tmp_path)
+    assert state["format"] == checkpoint.FORMAT and isinstance(state["progress"], dict)
+    p = Progress.from_state(state["progress"])
+    assert (p.step, p.seconds, p.initial_loss) == (40, 1.5, None) and torch.equal(p.batch_rng, progress.batch_rng)
+
+
+def test_a_newer_or_damaged_checkpoint_is_one_clear_error(tmp_path):
+    model, data, conf, progress = tiny_run()
+    state = checkpoint.run_state(model, data, conf, progress)
+    checkpoint.save(tmp_path / "new.pt", {**state, "format": checkpoint.FORMAT + 1})
+    with pytest.raises(ConfigError, match="newer than this makemore reads"):
+        checkpoint.load(tmp_path / "new.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="damaged checkpoint"):
+        checkpoint.load(tmp_path / "bad.pt")
+
+
+def _resume(tmp_path, conf, vocab, steps=None):
+    model, data, conf0, progress = tiny_run()
+    checkpoint.save(tmp_path / checkpoint.FILENAME, checkpoint.run_state(model, data, conf0, progress))
+    fresh = build("mlp", len(data.vocab), block_size=3, emb=4, hidden=8, init="scaled", seed=99)
+    return checkpoint.resume(tmp_path / checkpoint.FILENAME, fresh, conf, vocab), fresh, model
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    _, data, conf, _ = tiny_run()
+    progress, fresh, trained = _resume(tmp_path, conf, data.vocab.itos)
+    assert progress.step == 40 and torch.equal(fresh.flat, trained.flat)
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda c: c["model"].update(hidden=9), "different `model`"),
+        (lambda c: c.update(seed=2), "different `seed`"),
+        (lambda c: c["train"].update(batch_size=16), "different `train.batch_size`"),
+        (lambda c: c["train"].update(steps=10), "at step 40, beyond train.steps=10"),
+        # a cosine schedule's lr depends on train.steps: a longer run would change the past's lrs
+        (lambda c: c.update(schedule={"name": "cosine", "lr": 0.1}), "different `schedule`"),
+    ],
+)
+def test_resume_refuses_another_trajectory(tmp_path, change, needle):
+    _, data, conf, _ = tiny_run()
+    change(conf)
+    with pytest.raises(ConfigError, match=needle):
+        _resume(tmp_path, conf, data.vocab.itos)
+
+
+def test_resume_refuses_a_cosine_run_with_other_steps(tmp_path):
+    model, data, conf, progress = tiny_run()
+    conf["schedule"] = {"name": "cosine", "lr": 0.1, "min_lr": 0.001, "warmup": 0}
+    checkpoint.save(tmp_path / checkpoint.FILENAME, checkpoint.run_state(model, data, conf, progress))
+    longer = {**conf, "train": {**conf["train"], "steps": 80}}
+    with pytest.raises(ConfigError, match="different `train.steps`"):
+        checkpoint.resume(tmp_path / checkpoint.FILENAME, model, longer, data.vocab.itos)
+    step = {**conf, "schedule": {"name": "step", "lrs": [0.1], "milestones": []}}
+    checkpoint.save(tmp_path / "step.pt", checkpoint.run_state(model, data, step, progress))
+    resumed = checkpoint.resume(tmp_path / "step.pt", model, {**step, "train": longer["train"]}, data.vocab.itos)
+    assert resumed.step == 40  # a step schedule's lrs do not depend on train.steps
+
+
+def test_resume_refuses_another_vocabulary(tmp_path):
+    _, data, conf, _ = tiny_run()
+    with pytest.raises(ConfigError, match="different vocabulary"):
+        _resume(tmp_path, conf, data.vocab.itos + ["z"])
+
+
+def test_resume_without_a_checkpoint_warns_and_starts_fresh(tmp_path, caplog):
+    model, data, conf, _ = tiny_run()
+    before = model.flat.clone()
+    with caplog.at_level(logging.WARNING, logger="makemore"):
+        progress = checkpoint.resume(tmp_path / checkpoint.FILENAME, model, conf, data.vocab.itos)
+    assert progress.step == 0 and torch.equal(model.flat, before)
+    assert "does not exist: starting from scratch" in caplog.text and "hydra.run.dir" in caplog.text
