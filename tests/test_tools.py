@@ -15,12 +15,20 @@ from makemore.sample import classify
 
 @pytest.mark.slow
 def test_lr_find_writes_curve_plot_and_suggestion(tmp_path, words_file):
-    r = run_module("makemore.lr_find", f"data.path={words_file}", "model.hidden=32", "lr_find.steps=200", cwd=tmp_path)
+    # up to lr 10^1.5: far enough past the best lr that the loss turns and rises inside the range
+    r = run_module(
+        "makemore.lr_find",
+        f"data.path={words_file}",
+        "model.hidden=32",
+        "lr_find.steps=200",
+        "lr_find.end=1.5",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     (run,) = run_dirs(tmp_path)
     result = json.loads((run / "lr_find.json").read_text())
-    assert len(result["exponents"]) == len(result["losses"]) == 200
-    assert result["exponents"][0] == pytest.approx(-3) and result["exponents"][-1] == pytest.approx(0)
+    assert len(result["exponents"]) == len(result["losses"]) <= 200  # cut where the loss stops being finite
+    assert result["exponents"][0] == pytest.approx(-3) and result["exponents"][-1] <= 1.5
     # the suggestion follows from the recorded curve by the documented rule (half the lr where the smoothed loss
     # is lowest), and the curve has a real minimum inside the range: the loss fell before it rose
     exps, smoothed = result["exponents"], result["smoothed"]
