@@ -100,44 +100,16 @@ def _fmt(x: Any, std: Any = None) -> str:
     return f"{x:.4f}" + (f" ± {std:.4f}" if _finite(std) else "")
 
 
+COLUMNS = ("params", "train_loss", "train_loss_std", "dev_loss", "dev_loss_std", "seconds", "status", "error")
+
+
 def to_csv(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            "job",
-            *keys,
-            "params",
-            "train_loss",
-            "train_loss_std",
-            "dev_loss",
-            "dev_loss_std",
-            "seconds",
-            "status",
-            "error",
-        ]
-    )
+    w.writerow(["job", *keys, *COLUMNS])
     cell = lambda x: "" if x is None else x  # noqa: E731  (a loss of 0.0 stays 0.0)
     for r in rows:
-        w.writerow(
-            [
-                r["job"],
-                *(r["knobs"].get(k, "") for k in keys),
-                *(
-                    cell(r[c])
-                    for c in (
-                        "params",
-                        "train_loss",
-                        "train_loss_std",
-                        "dev_loss",
-                        "dev_loss_std",
-                        "seconds",
-                        "status",
-                        "error",
-                    )
-                ),
-            ]
-        )
+        w.writerow([r["job"], *(r["knobs"].get(k, "") for k in keys), *(cell(r[c]) for c in COLUMNS)])
     return buf.getvalue()
 
 
