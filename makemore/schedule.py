@@ -29,9 +29,7 @@ def cosine_schedule(lr: float, min_lr: float, warmup: int, total: int) -> Schedu
 
 
 def build(cfg, total_steps: int) -> Schedule:
-    """From the `schedule` config group (step or cosine)."""
-    if cfg.name == "step":
-        return step_schedule(cfg.lrs, cfg.milestones)
+    """From the `schedule` config group: cosine, else step (config.validate admits no other name)."""
     if cfg.name == "cosine":
         return cosine_schedule(cfg.lr, cfg.min_lr, cfg.warmup, total_steps)
-    raise ValueError(f"unknown schedule {cfg.name!r}")
+    return step_schedule(cfg.lrs, cfg.milestones)
