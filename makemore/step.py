@@ -25,6 +25,10 @@ With normalization y = xhat * gain + shift, xhat = (hpre - mean) * rstd, the bac
 with the means over the batch (batch norm) or over the hidden units (layer norm).
 Weight decay (on C, W1, W2) is applied as p *= 1 - lr * wd after the gradients that read those weights
 were computed and before the gradient update: exactly SGD's p -= lr * (g + wd * p).
+
+With a `grad` buffer (shaped like the model's flat buffer) the step writes the gradients there instead of
+updating, for another optimizer (optim.FlatUpdate) to apply: the same products with alpha = 1/N, the
+embedding rows accumulated into the zeroed gradient of C.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from .model import BN_EPS, BN_MOMENTUM, MLP
 class FastStep:
     """One training step of `model` for batches of `batch_size` examples per replica."""
 
-    def __init__(self, model: MLP, batch_size: int, weight_decay: float = 0.0):
-        self.model, self.N, self.wd = model, batch_size, weight_decay
+    def __init__(self, model: MLP, batch_size: int, weight_decay: float = 0.0, grad: torch.Tensor | None = None):
+        self.model, self.N, self.wd, self.grad = model, batch_size, weight_decay, grad
+        if grad is not None and weight_decay:
+            raise ValueError("with a grad buffer the optimizer applies the weight decay")
         K, N, V, E, H = model.replicas, batch_size, model.vocab_size, model.emb, model.hidden
         Vp = model.storage["W2a"].shape[2]  # the output layer's padded width (see model.py)
         B, BE = model.block_size, model.block_size * model.emb
@@ -69,6 +75,10 @@ class FastStep:
         self.minus_one = sq(torch.full((K, N, 1), -1.0, device=dev))
         self.one, self.neg_one = torch.ones((), device=dev), -torch.ones((), device=dev)
         self.sq = sq
+        if grad is not None:  # views of the gradient buffer laid out as the parameters (same offsets)
+            g = {n: grad.as_strided(t.shape, t.stride(), t.storage_offset()) for n, t in st.items()}
+            self.gC2, self.gW1a, self.gW2a = g["C"].view(K * V, E), sq(g["W1a"]), sq(g["W2a"])
+            self.gnorm = (g["gain"], g["shift"]) if model.norm != "none" else None
 
     def batches(
         self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor
@@ -87,7 +97,9 @@ class FastStep:
         """ix: (K*N*block_size,) rows of C; Y: (K, N, 1) targets (K dim dropped when K = 1);
         picked: a slot shaped like Y that receives log p(target) of each example (the loss, negated)."""
         m = self.model
-        step = -lr / self.N
+        step = -lr / self.N if self.grad is None else 1.0 / self.N  # update scale, or gradient scale
+        if self.grad is not None:
+            self.grad.zero_()  # C's rows (and the norm's) accumulate; the products overwrite
         # forward
         torch.index_select(self.C2, 0, ix, out=self.rows)
         self.emb.copy_(self.rows3)
@@ -110,6 +122,11 @@ class FastStep:
         if m.norm != "none":
             dhpre = self._norm_backward(dhpre, norm_cache, step)
         self._addmm(self.demb, dhpre, self.W1T, beta=0, alpha=step, out=self.demb)  # -lr * demb / N
+        if self.grad is not None:
+            self._addmm(self.gW2a, self.h_aT, dlogits, beta=0, alpha=step, out=self.gW2a)
+            self._addmm(self.gW1a, self.emb_aT, dhpre, beta=0, alpha=step, out=self.gW1a)
+            self.gC2.index_put_((ix,), self.demb_rows, accumulate=True)
+            return
         # update: the gradients that read W1 and W2 are done, so decay and step may change them now
         if self.wd:
             for p in self.decayed:
@@ -144,6 +161,7 @@ class FastStep:
         K, H = m.replicas, m.hidden
         dxhat = dy * gain
         dhpre = rstd * (dxhat - dxhat.mean(dim, keepdim=True) - xhat * (dxhat * xhat).mean(dim, keepdim=True))
-        m.params["gain"].add_((dy * xhat).sum(-2).view(K, H), alpha=step)
-        m.params["shift"].add_(dy.sum(-2).view(K, H), alpha=step)
+        gain, shift = (m.params["gain"], m.params["shift"]) if self.grad is None else self.gnorm
+        gain.add_((dy * xhat).sum(-2).view(K, H), alpha=step)
+        shift.add_(dy.sum(-2).view(K, H), alpha=step)
         return dhpre
