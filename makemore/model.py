@@ -308,7 +308,11 @@ class Net(torch.nn.Module):
         emb = self.C.view(K * V, self.emb)[(X + offset).view(-1)].view(K, N, B * self.emb)
         x = emb
         for i in range(1, self.layers + 1):
-            hpre = torch.baddbmm(getattr(self, f"b{i}").unsqueeze(1), x, getattr(self, f"W{i}"))
+            b = getattr(self, f"b{i}")
+            # batch norm subtracts the batch mean, so a bias before it has gradient exactly 0 (float noise in
+            # practice, which Adam would scale up to steps of lr): it is held fixed
+            b = b.detach() if self.norm == "batch" else b
+            hpre = torch.baddbmm(b.unsqueeze(1), x, getattr(self, f"W{i}"))
             if self.norm != "none":
                 hpre = self._normalize(hpre, i, train)
             x = tanh(hpre)

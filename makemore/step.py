@@ -125,6 +125,8 @@ class FastStep:
         if self.grad is not None:
             self._addmm(self.gW2a, self.h_aT, dlogits, beta=0, alpha=step, out=self.gW2a)
             self._addmm(self.gW1a, self.emb_aT, dhpre, beta=0, alpha=step, out=self.gW1a)
+            if m.norm == "batch":  # b1's gradient is exactly 0 before batch norm (float noise here): hold it
+                self.gW1a[..., -1, :].zero_()
             self.gC2.index_put_((ix,), self.demb_rows, accumulate=True)
             return
         # update: the gradients that read W1 and W2 are done, so decay and step may change them now
