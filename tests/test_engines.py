@@ -14,6 +14,7 @@ from makemore import engine as engines
 from makemore import optim
 from makemore.config import ConfigError
 from makemore.data import Vocab, build_dataset
+from makemore.engine.fast import FastEngine
 from makemore.model import MLP, Net, build
 from makemore.schedule import step_schedule
 from makemore.train import Progress, fit
@@ -101,8 +102,8 @@ def test_adamw_with_torchs_kernels_equals_the_closed_form(impl):
     vocab, a, _ = pair("layer", 2)
     b = build("mlp", len(vocab), block_size=3, emb=6, hidden=24, norm="layer", init="scaled", seed=7, replicas=2)
     Xtr, Ytr = build_dataset(WORDS, vocab, 3)
-    ea = engines.fast.FastEngine(a, 16, OPTIMIZERS["adamw"])
-    eb = engines.fast.FastEngine(b, 16, OPTIMIZERS["adamw"], impl=impl)
+    ea = FastEngine(a, 16, OPTIMIZERS["adamw"])
+    eb = FastEngine(b, 16, OPTIMIZERS["adamw"], impl=impl)
     ix = torch.randint(0, len(Ytr), (50, 2, 16), generator=torch.Generator().manual_seed(3))
     for e in (ea, eb):
         rows, targets = e.batches(Xtr, Ytr, ix)
@@ -119,7 +120,7 @@ def test_weight_decay_spares_biases_and_norm_parameters():
     opt = optim.build(OPTIMIZERS["adamw"], net.parameters())
     assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
     # the fast engine's mask: 1 on C, W1, W2 (with the output padding), 0 on the bias rows and the norm
-    eng = engines.fast.FastEngine(flat, 8, OPTIMIZERS["adamw"])
+    eng = FastEngine(flat, 8, OPTIMIZERS["adamw"])
     wd = eng.update.wd
     view = lambda t: wd.as_strided(t.shape, t.stride(), t.storage_offset())  # noqa: E731
     for name, p in flat.params.items():
