@@ -3,7 +3,7 @@
     emb    = C[X].view(N, block_size * emb)          # look up and concatenate the context's embeddings
     hpre   = emb @ W1 + b1                           # (optionally batch- or layer-normalized)
     h      = tanh(hpre)
-    logits = h @ W2 + b2
+    logits = h @ W2 + b2 [+ emb @ D]                # D: the paper's direct connections (model.direct)
     loss   = cross_entropy(logits, Y)
 
 Every parameter carries a leading replica dimension K (K = 1 for a plain run), so K models of the same
@@ -37,7 +37,7 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
 class MLP:
     """K replicas of the lecture's MLP; plain tensors, no nn.Module, so the fast step can own them."""
 
-    DECAYED = ("C", "W1", "W2")  # weight decay applies to these, not to biases or norm parameters
+    DECAYED = ("C", "W1", "W2", "D")  # weight decay applies to these, not to biases or norm parameters
     trainable = True  # by gradient steps (the bigram is counted)
 
     def __init__(
@@ -49,17 +49,19 @@ class MLP:
         replicas: int = 1,
         norm: str = "none",
         device: torch.device | str = "cpu",
+        direct: bool = False,
     ):
         self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
-        self.replicas, self.norm = replicas, norm
+        self.replicas, self.norm, self.direct, self.layers = replicas, norm, direct, 1
         K, V, E, H, BE = replicas, vocab_size, emb, hidden, block_size * emb
         # Each bias is stored as the last row of its weight matrix (W1a = [W1; b1], W2a = [W2; b2]) so
         # the fast step's products with a ones column compute and update both in one call.
         # The output layer is padded to a multiple of 16 classes: MKL's small products run ~1.7x faster
         # at width 32 than at 27. Padded classes have zero weights and a -1e9 bias, so their softmax
         # probability is exactly 0, their gradient is exactly 0 and they never change.
+        # The direct connections D are more rows of the output layer, W2a = [W2; b2; D], against [h | 1 | emb].
         Vp = -(-V // 16) * 16
-        shapes = {"C": (K, V, E), "W1a": (K, BE + 1, H), "W2a": (K, H + 1, Vp)}
+        shapes = {"C": (K, V, E), "W1a": (K, BE + 1, H), "W2a": (K, H + 1 + (BE if direct else 0), Vp)}
         if norm != "none":
             shapes.update(gain=(K, H), shift=(K, H))
         self.flat = torch.zeros(sum(math.prod(s) for s in shapes.values()), device=device)
@@ -78,6 +80,8 @@ class MLP:
             "W2": W2a[:, :H, :V],
             "b2": W2a[:, H, :V],
         }
+        if direct:
+            self.params["D"] = W2a[:, H + 1 :, :V]
         if norm != "none":
             self.params.update(gain=self.storage["gain"], shift=self.storage["shift"])
         self.buffers: dict[str, torch.Tensor] = {}
@@ -97,7 +101,8 @@ class MLP:
 
     def step_macs(self, batch: int) -> int:
         """About the multiply-adds of one training step: 3 products (forward, two backward) per layer."""
-        return self.replicas * batch * self.hidden * (self.block_size * self.emb + self.vocab_size) * 3
+        BE, V = self.block_size * self.emb, self.vocab_size
+        return self.replicas * batch * (self.hidden * (BE + V) + (BE * V if self.direct else 0)) * 3
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
@@ -136,6 +141,8 @@ class MLP:
             if self.norm != "none":
                 self.params["gain"][k].fill_(1.0)
                 self.params["shift"][k].zero_()
+            if self.direct:  # as Net: the direct connections start at zero
+                self.params["D"][k].zero_()
         return self
 
     # -- the reference forward pass ---------------------------------------------------------------
@@ -164,7 +171,8 @@ class MLP:
         elif self.norm == "layer":
             hpre = F.layer_norm(hpre, (self.hidden,), eps=BN_EPS) * p["gain"].unsqueeze(1) + p["shift"].unsqueeze(1)
         h = tanh(hpre)
-        return torch.baddbmm(p["b2"].unsqueeze(1), h, p["W2"])
+        logits = torch.baddbmm(p["b2"].unsqueeze(1), h, p["W2"])
+        return torch.baddbmm(logits, emb, p["D"]) if self.direct else logits
 
     def loss(self, X: torch.Tensor, Y: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
         """Per-replica mean cross-entropy, shape (K,)."""
@@ -196,7 +204,8 @@ class MLP:
         p = {name: t[k] for name, t in self.params.items()}
         emb = p["C"][x].view(x.shape[0], -1)
         h = torch.addmm(p["b1"], emb, p["W1"], beta=2, alpha=2).sigmoid_().mul_(2).sub_(1)
-        return torch.addmm(p["b2"], h, p["W2"])
+        logits = torch.addmm(p["b2"], h, p["W2"])
+        return logits.addmm_(emb, p["D"]) if self.direct else logits
 
     @torch.no_grad()
     def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -426,16 +435,16 @@ def build(
     device="cpu",
 ):
     """The model of a run: replica k of an MLP is drawn from seed + k (replica 0 is the lecture's).
-    form: "flat" (MLP, for the fast engine: one layer, no direct connections) or "module" (Net, autograd)."""
+    form: "flat" (MLP, for the fast engine: one layer) or "module" (Net, for the autograd engine)."""
     if kind == "bigram":
         return Bigram(vocab_size, device=device)
     seeds = [seed + k for k in range(replicas)]
     if form == "module":
         net = Net(vocab_size, block_size, emb, hidden, replicas, norm, layers, direct, device=device)
         return net.init_(init, seeds)
-    if layers != 1 or direct:
-        raise ValueError("the flat MLP has one hidden layer and no direct connections: use form='module'")
-    model = MLP(vocab_size, block_size, emb, hidden, replicas=replicas, norm=norm, device=device)
+    if layers != 1:
+        raise ValueError("the flat MLP has one hidden layer: use form='module'")
+    model = MLP(vocab_size, block_size, emb, hidden, replicas=replicas, norm=norm, device=device, direct=direct)
     return model.init_(init, seeds)
 
 

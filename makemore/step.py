@@ -57,7 +57,7 @@ class FastStep:
         self.C2 = st["C"].view(K * V, E)  # rows of all replicas; batch indices carry a k*V offset
         self.W1a, self.W2a = sq(st["W1a"]), sq(st["W2a"])
         self.W1T, self.W2T = sq(st["W1a"][:, :BE].transpose(1, 2)), sq(st["W2a"][:, :H].transpose(1, 2))
-        self.decayed = [model.params[n] for n in MLP.DECAYED]
+        self.decayed = [model.params[n] for n in MLP.DECAYED if n in model.params]
         self.rows = torch.empty(K * N * B, E, device=dev)  # looked-up embedding rows
         emb_a = torch.ones(K, N, BE + 1, device=dev)  # [emb | 1]
         self.emb_a, self.emb = sq(emb_a), sq(emb_a[:, :, :BE])
@@ -65,8 +65,11 @@ class FastStep:
         self.emb_aT = sq(emb_a.transpose(1, 2))
         self.hpre = sq(torch.empty(K, N, H, device=dev))
         self.sig = sq(torch.empty(K, N, H, device=dev))
-        h_a = torch.ones(K, N, H + 1, device=dev)  # [h | 1]
+        h_a = torch.ones(K, N, H + 1 + (BE if model.direct else 0), device=dev)  # [h | 1 (| emb: direct)]
         self.h_a, self.h, self.h_aT = sq(h_a), sq(h_a[:, :, :H]), sq(h_a.transpose(1, 2))
+        if model.direct:  # the direct connections D: the output layer's rows after b2 (model.py)
+            self.h_emb = sq(h_a[:, :, H + 1 :])
+            self.DT = sq(st["W2a"][:, H + 1 :].transpose(1, 2))
         self.logits = sq(torch.empty(K, N, Vp, device=dev))
         self.dh = sq(torch.empty(K, N, H, device=dev))
         self.tanh_grad = sq(torch.empty(K, N, H, device=dev))
@@ -103,6 +106,8 @@ class FastStep:
         # forward
         torch.index_select(self.C2, 0, ix, out=self.rows)
         self.emb.copy_(self.rows3)
+        if m.direct:
+            self.h_emb.copy_(self.rows3)
         if m.norm == "none":
             self._addmm(self.hpre, self.emb_a, self.W1a, beta=0, alpha=2.0, out=self.hpre)  # 2 * hpre
             torch.sigmoid(self.hpre, out=self.sig)
@@ -122,6 +127,8 @@ class FastStep:
         if m.norm != "none":
             dhpre = self._norm_backward(dhpre, norm_cache, step)
         self._addmm(self.demb, dhpre, self.W1T, beta=0, alpha=step, out=self.demb)  # -lr * demb / N
+        if m.direct:  # emb also reaches the logits through D
+            self._addmm_(self.demb, dlogits, self.DT, alpha=step)
         if self.grad is not None:
             self._addmm(self.gW2a, self.h_aT, dlogits, beta=0, alpha=step, out=self.gW2a)
             self._addmm(self.gW1a, self.emb_aT, dhpre, beta=0, alpha=step, out=self.gW1a)

@@ -148,11 +148,12 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, words_file, 
         (("optimizer=adamw", "schedule.lrs=[0.01,0.001]"), "fast"),
         (("optimizer.momentum=0.9", "optimizer.nesterov=true"), "fast"),
         (("model.layers=3", "model.init=scaled"), "autograd"),
-        (("model.direct=true",), "autograd"),
+        (("model.direct=true",), "fast"),
+        (("model.direct=true", "train.engine=autograd"), "autograd"),
         (("train.engine=autograd", "model.norm=layer", "optimizer=adamw"), "autograd"),
         (("experiment=deep", "train.steps=300", "schedule.milestones=[200]", "model.hidden=16"), "autograd"),
     ],
-    ids=["adamw", "nesterov", "layers", "direct", "autograd", "deep"],
+    ids=["adamw", "nesterov", "layers", "direct", "direct-autograd", "autograd", "deep"],
 )
 def test_each_option_from_the_command_line(tmp_path, words_file, options, engine):
     r = run_cli(*QUICK, f"data.path={words_file}", "hydra.run.dir=r", *options, cwd=tmp_path)

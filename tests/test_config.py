@@ -199,7 +199,6 @@ def test_the_moved_weight_decay_names_its_new_key(arg):
         (["data.splits=[0.8,0.1,0.2]"], "data.splits"),
         (["train.weight_decay=0.01"], "train.weight_decay moved to optimizer.weight_decay"),
         (["train.engine=fast", "model.layers=2"], "train.engine=fast does not support model.layers=2"),
-        (["train.engine=fast", "model.direct=true"], "train.engine=fast does not support model.direct=true"),
     ],
 )
 def test_cli_bad_config_one_clear_line(tmp_path, args, needle):

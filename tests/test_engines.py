@@ -29,14 +29,14 @@ OPTIMIZERS = {
 WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"] * 3
 
 
-def pair(norm: str, K: int, hidden: int = 24, emb: int = 6, init: str = "scaled"):
+def pair(norm: str, K: int, hidden: int = 24, emb: int = 6, init: str = "scaled", direct: bool = False):
     """The same model in both forms, from the same seeds."""
     vocab = Vocab.from_words(WORDS)
-    kw = dict(block_size=3, emb=emb, hidden=hidden, norm=norm, init=init, seed=7, replicas=K)
+    kw = dict(block_size=3, emb=emb, hidden=hidden, norm=norm, init=init, seed=7, replicas=K, direct=direct)
     return vocab, build("mlp", len(vocab), form="flat", **kw), build("mlp", len(vocab), form="module", **kw)
 
 
-NAMES = {"C": "C", "W1": "W1", "b1": "b1", "W2": "Wout", "b2": "bout", "gain": "gain1", "shift": "shift1"}
+NAMES = {"C": "C", "W1": "W1", "b1": "b1", "W2": "Wout", "b2": "bout", "gain": "gain1", "shift": "shift1", "D": "D"}
 
 
 def assert_same_params(flat: MLP, net: Net, **tol):
@@ -58,8 +58,8 @@ def test_one_layer_net_starts_from_the_flat_mlps_parameters_and_forward(init, no
         torch.testing.assert_close(net.forward(X, train=train), flat.forward(X, train=train))
 
 
-def run_engines(norm, K, opt, steps, lr=None):
-    vocab, flat, net = pair(norm, K)
+def run_engines(norm, K, opt, steps, lr=None, direct=False):
+    vocab, flat, net = pair(norm, K, direct=direct)
     Xtr, Ytr = build_dataset(WORDS, vocab, 3)
     N = 32
     fast, auto = engines.make(flat, N, opt), engines.make(net, N, opt)
@@ -95,6 +95,22 @@ def test_three_hundred_steps_of_the_fast_engine_track_the_autograd_engine(opt, n
     torch.testing.assert_close(fast, auto, rtol=1e-3, atol=1e-3)
     assert_same_params(flat, net, rtol=1e-3, atol=1e-3)
     assert auto[-20:].mean() < auto[:20].mean() - 0.5  # it did learn
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_direct_connections_on_the_fast_engine_equal_the_autograd_engine(opt, norm):
+    flat, net, (fast, auto) = run_engines(norm, 2, OPTIMIZERS[opt], 1, direct=True)
+    torch.testing.assert_close(fast, auto, rtol=1e-5, atol=1e-6)
+    assert_same_params(flat, net, rtol=1e-5, atol=1e-6)
+    flat, net, (fast, auto) = run_engines(norm, 2, OPTIMIZERS[opt], 300, direct=True)
+    torch.testing.assert_close(fast, auto, rtol=1e-3, atol=1e-3)
+    assert_same_params(flat, net, rtol=1e-3, atol=1e-3)
+    assert flat.params["D"].abs().max() > 0.01  # the direct connections did learn
+    X = torch.randint(0, flat.vocab_size, (2, 50, 3))
+    torch.testing.assert_close(flat.forward(X), net.forward(X).detach(), rtol=1e-3, atol=1e-3)
+    Xe, Ye = X.reshape(100, 3), torch.randint(0, flat.vocab_size, (100,))  # the plain-logits evaluation path
+    torch.testing.assert_close(flat.evaluate(Xe, Ye), net.evaluate(Xe, Ye), rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("impl", ["fused", "foreach"])
@@ -254,7 +270,7 @@ def test_resumed_fit_is_bit_identical_with_the_optimizer_state(form, opt, tiny_d
 def test_engine_choice():
     assert engines.resolve("auto", {"layers": 1, "direct": False}) == "fast"
     assert engines.resolve("auto", {"layers": 2, "direct": False}) == "autograd"
-    assert engines.resolve("auto", {"layers": 1, "direct": True}) == "autograd"
+    assert engines.resolve("auto", {"layers": 1, "direct": True}) == "fast"
     assert engines.resolve("autograd", {"layers": 1, "direct": False}) == "autograd"
     with pytest.raises(ConfigError, match=r"train\.engine=fast does not support model\.layers=3"):
         engines.resolve("fast", {"layers": 3, "direct": False})

@@ -19,8 +19,6 @@ def fast_unsupported(model_conf: dict) -> str | None:
     """The first option of `model_conf` the fast engine cannot train, as `key=value`, or None."""
     if model_conf.get("layers", 1) != 1:
         return f"model.layers={model_conf['layers']}"
-    if model_conf.get("direct", False):
-        return "model.direct=true"
     return None
 
 

@@ -21,7 +21,7 @@ class FastEngine:
         else:
             grad = torch.zeros_like(model.flat)
             decay = torch.zeros_like(model.flat)
-            for name in MLP.DECAYED:  # C, W1, W2: views of the flat buffer at their offsets
+            for name in (n for n in MLP.DECAYED if n in model.params):  # views of the flat buffer at their offsets
                 p = model.params[name]
                 decay.as_strided(p.shape, p.stride(), p.storage_offset()).fill_(1.0)
             self.fast_step = FastStep(model, batch_size, grad=grad)
