@@ -90,7 +90,21 @@ def load(path: Path | str) -> dict[str, Any]:
             f"{path} has checkpoint format {state['format']}, newer than this makemore reads "
             f"({FORMAT}): update makemore"
         )
+    if isinstance(state.get("config"), dict):
+        upgrade_config(state["config"])
     return state
+
+
+def upgrade_config(conf: dict[str, Any]) -> None:
+    """Give the config of a checkpoint written before the optimizer group and the model options their
+    keys as they are now, so that it resumes: train.weight_decay was SGD's, one layer, no direct connections."""
+    model, train = conf.get("model"), conf.get("train")
+    if isinstance(model, dict) and model.get("kind") == "mlp":
+        model.setdefault("layers", 1)
+        model.setdefault("direct", False)
+    if "optimizer" not in conf and isinstance(train, dict):
+        wd = train.pop("weight_decay", 0.0)
+        conf["optimizer"] = {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": wd}
 
 
 def _load_format_1(path: Path) -> dict[str, Any]:
