@@ -9,10 +9,13 @@ batch 32, lr 0.1 then 0.01 at half-way), with torch on 1 thread:
      lossi.append(loss.log10().item()) every step;
   2. the framework's training loop (makemore.train.fit) with 1 replica;
   3. the framework with 8 replicas in one process (one step advances all 8 models);
+  4. the framework on the autograd engine (Net + torch.optim SGD), and AdamW on both engines;
 and prints µs per step, the ratios, and the final dev loss of each, so speed is never bought with a
 worse model. It also prints the arithmetic floor of one model-step: the time of its six matrix products
 at the rate this core reaches on a large product, which bounds what batching replicas can gain (batching
 removes per-operation overhead, not arithmetic). Then the start-up time of `python -m makemore.run train.steps=0`.
+
+    python bench/speed.py --optimizers       # only the engines x optimizers step table (µs per step, side by side)
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from makemore import data as data_mod  # noqa: E402
+from makemore import engine as engines  # noqa: E402
+from makemore.engine.fast import FastEngine  # noqa: E402
 from makemore.model import build  # noqa: E402
 from makemore.schedule import step_schedule  # noqa: E402
 from makemore.train import fit  # noqa: E402
@@ -74,20 +79,71 @@ def notebook_loop(Xtr, Ytr, Xdev, Ydev, steps: int, milestone: int):
     return seconds, dev
 
 
-def framework_loop(ds, steps: int, milestone: int, replicas: int):
-    model = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200, init="lecture", replicas=replicas)
+SGD = {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+MOMENTUM = {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+ADAMW = {"name": "adamw", "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.01}
+
+
+def framework_loop(ds, steps: int, milestone: int, replicas: int, form: str = "flat", optimizer=None, lrs=(0.1, 0.01)):
+    model = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200, init="lecture", replicas=replicas, form=form)
     progress = fit(
         model,
         ds,
         steps=steps,
         batch_size=32,
-        schedule=step_schedule([0.1, 0.01], [milestone]),
+        schedule=step_schedule(list(lrs), [milestone]),
         eval_every=steps,
         checkpoint_every=steps,
         seed=2147483647,
+        optimizer=optimizer,
     )
     dev = progress.evals[-1]["dev"]
     return progress.seconds, statistics.fmean(dev), (statistics.stdev(dev) if len(dev) > 1 else 0.0)
+
+
+def engine_step_us(ds, steps: int, repeats: int = 3) -> list[tuple[str, float]]:
+    """µs per step of each engine x optimizer (and the fast engine's AdamW kernels) at the lecture config,
+    1 replica, the steps alone (batches drawn beforehand); rows interleaved, best of `repeats`."""
+    Xtr, Ytr = ds.X["train"], ds.Y["train"]
+    cases = [
+        ("fast, sgd (fused into the products)", "flat", SGD, "closed"),
+        ("fast, sgd momentum 0.9 (closed form)", "flat", MOMENTUM, "closed"),
+        ("fast, adamw (closed form)", "flat", ADAMW, "closed"),
+        ("fast, adamw (torch fused kernel)", "flat", ADAMW, "fused"),
+        ("fast, adamw (torch foreach kernels)", "flat", ADAMW, "foreach"),
+        ("autograd, sgd (torch.optim.SGD)", "module", SGD, None),
+        ("autograd, adamw (torch.optim.AdamW)", "module", ADAMW, None),
+    ]
+    ix = torch.randint(0, Xtr.shape[0], (steps, 1, 32), generator=torch.Generator().manual_seed(0))
+    best = {name: float("inf") for name, *_ in cases}
+    for _ in range(repeats):
+        for name, form, opt, impl in cases:
+            model = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200, init="scaled", form=form)
+            if form == "flat":
+                eng = FastEngine(model, 32, opt, impl=impl)
+            else:
+                eng = engines.make(model, 32, opt)
+            rows, targets = eng.batches(Xtr, Ytr, ix)
+            picked = torch.empty(steps, *targets[0].shape)
+            lr = 0.001 if opt["name"] == "adamw" else 0.01
+            t0 = time.perf_counter()
+            for i in range(steps):
+                eng.step(rows[i], targets[i], lr, picked[i])
+            best[name] = min(best[name], 1e6 * (time.perf_counter() - t0) / steps)
+    return list(best.items())
+
+
+def print_engine_table(ds, steps: int) -> None:
+    rows = engine_step_us(ds, steps)
+    ref = dict(rows)
+    print(f"{'engine, optimizer (lecture config, 1 replica)':44s} {'us/step':>9s} {'steps/s':>9s}")
+    for name, us in rows:
+        print(f"{name:44s} {us:9.1f} {1e6 / us:9.0f}")
+    fast_adamw = min(v for k, v in rows if k.startswith("fast, adamw"))
+    print(
+        f"adamw: fast engine (best kernel) {ref['autograd, adamw (torch.optim.AdamW)'] / fast_adamw:.2f}x the "
+        f"autograd engine's steps/s"
+    )
 
 
 def step_macs(batch: int, block: int, emb: int, hidden: int, width: int) -> int:
@@ -130,11 +186,17 @@ def main() -> None:
     ap.add_argument("--data", default=str(NAMES))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--optimizers", action="store_true", help="only the engines x optimizers step table")
+    ap.add_argument("--engine-steps", type=int, default=5000, help="steps per row of that table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = data_mod.load(args.data, [0.8, 0.1, 0.1], 42, 3)
     Xtr, Ytr, Xdev, Ydev = ds.X["train"], ds.Y["train"], ds.X["dev"], ds.Y["dev"]
     milestone = args.steps // 2
+    if args.optimizers:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.engine_steps} steps per row")
+        print_engine_table(ds, args.engine_steps)
+        return
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cores; "
         f"{args.steps} steps, lecture config, data {args.data}"
@@ -143,6 +205,9 @@ def main() -> None:
     nb_s, nb_dev = notebook_loop(Xtr, Ytr, Xdev, Ydev, args.steps, milestone)
     fw_s, fw_dev, _ = framework_loop(ds, args.steps, milestone, 1)
     k8_s, k8_dev, k8_std = framework_loop(ds, args.steps, milestone, 8)
+    ag_s, ag_dev, _ = framework_loop(ds, args.steps, milestone, 1, form="module")
+    fa_s, fa_dev, _ = framework_loop(ds, args.steps, milestone, 1, optimizer=ADAMW, lrs=(0.01, 0.001))
+    aa_s, aa_dev, _ = framework_loop(ds, args.steps, milestone, 1, form="module", optimizer=ADAMW, lrs=(0.01, 0.001))
 
     us = lambda s: 1e6 * s / args.steps  # noqa: E731
     print(f"{'loop':34s} {'us/step':>9s} {'model-steps/s':>14s} {'vs notebook':>12s} {'dev loss':>16s}")
@@ -152,6 +217,13 @@ def main() -> None:
         f"{'framework, 8 replicas':34s} {us(k8_s):9.1f} {8 * args.steps / k8_s:14.0f} {8 * nb_s / k8_s:11.2f}x "
         f"{k8_dev:9.4f} ± {k8_std:.4f}"
     )
+    for name, sec, dev in (
+        ("framework, autograd engine, sgd", ag_s, ag_dev),
+        ("framework, fast engine, adamw", fa_s, fa_dev),
+        ("framework, autograd engine, adamw", aa_s, aa_dev),
+    ):
+        print(f"{name:34s} {us(sec):9.1f} {args.steps / sec:14.0f} {nb_s / sec:11.2f}x {dev:16.4f}")
+    print(f"adamw (lr 0.01 then 0.001): fast engine {aa_s / fa_s:.2f}x the autograd engine's steps/s")
     print(f"8 replicas vs 8 separate framework runs (8 x the 1-replica time): {8 * fw_s / k8_s:.2f}x model-steps/s")
     print(f"8 replicas vs 8 separate notebook runs: {8 * nb_s / k8_s:.2f}x model-steps/s")
     print(f"dev loss, framework - notebook: {fw_dev - nb_dev:+.4f}")

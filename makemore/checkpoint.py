@@ -6,7 +6,9 @@ A checkpoint is a plain dict of tensors and builtins, loadable with `torch.load(
     model     the model's state_dict (MLP: {"flat": all parameters, batch-norm running stats})
     vocab     the vocabulary (index 0 is the boundary)
     config    the run's resolved config as a dict
-    progress  train.Progress.state(): step, step seconds, batch RNG, minibatch losses, evaluations
+    progress  train.Progress.state(): step, step seconds, batch RNG, minibatch losses, evaluations, and the
+              engine's optimizer state at the last checkpoint (momentum buffers, AdamW moments and step)
+    engine    which engine trained it: "fast" (model is the flat MLP) or "autograd" (Net); absent: fast
     step      progress["step"], for a quick look
     words     the words of each split (sampling marks names as seen in training or new)
 """
@@ -30,12 +32,13 @@ FILENAME = "checkpoint.pt"
 FORMAT = 2  # 1 (unrecorded): progress was a pickled train.Progress; 2: plain dicts
 
 # what must match for a resumed run to continue the same trajectory
-COMPARED_ON_RESUME = ("data", "model", "schedule", "seed", "train.replicas", "train.batch_size", "train.weight_decay")
+COMPARED_ON_RESUME = ("data", "model", "schedule", "seed", "train.replicas", "train.batch_size", "optimizer")
 
 
-def run_state(model, data, conf: dict[str, Any], progress) -> dict[str, Any]:
+def run_state(model, data, conf: dict[str, Any], progress, engine: str = "fast") -> dict[str, Any]:
     return {
         "format": FORMAT,
+        "engine": engine,
         "model": model.state_dict(),
         "vocab": data.vocab.itos,
         "config": conf,
@@ -87,7 +90,21 @@ def load(path: Path | str) -> dict[str, Any]:
             f"{path} has checkpoint format {state['format']}, newer than this makemore reads "
             f"({FORMAT}): update makemore"
         )
+    if isinstance(state.get("config"), dict):
+        upgrade_config(state["config"])
     return state
+
+
+def upgrade_config(conf: dict[str, Any]) -> None:
+    """Give the config of a checkpoint written before the optimizer group and the model options their
+    keys as they are now, so that it resumes: train.weight_decay was SGD's, one layer, no direct connections."""
+    model, train = conf.get("model"), conf.get("train")
+    if isinstance(model, dict) and model.get("kind") == "mlp":
+        model.setdefault("layers", 1)
+        model.setdefault("direct", False)
+    if "optimizer" not in conf and isinstance(train, dict):
+        wd = train.pop("weight_decay", 0.0)
+        conf["optimizer"] = {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": wd}
 
 
 def _load_format_1(path: Path) -> dict[str, Any]:
@@ -113,7 +130,9 @@ def _load_format_1(path: Path) -> dict[str, Any]:
     return state
 
 
-def check_resume(state: dict[str, Any], conf: dict[str, Any], vocab: list[str], where: Path) -> None:
+def check_resume(
+    state: dict[str, Any], conf: dict[str, Any], vocab: list[str], where: Path, engine: str | None = None
+) -> None:
     """Refuse to continue a checkpoint on a different trajectory: another config (COMPARED_ON_RESUME; with a
     cosine schedule also train.steps, which shapes the lr), another vocabulary, or a step past train.steps."""
     compared = COMPARED_ON_RESUME + (("train.steps",) if conf["schedule"]["name"] == "cosine" else ())
@@ -123,6 +142,11 @@ def check_resume(state: dict[str, Any], conf: dict[str, Any], vocab: list[str], 
                 f"resume=true: {where} was written with a different `{key}`; "
                 f"resume with the same {key} or use a new hydra.run.dir"
             )
+    if engine is not None and conf["model"]["kind"] == "mlp" and state.get("engine", "fast") != engine:
+        raise ConfigError(
+            f"resume=true: {where} was trained by the {state.get('engine', 'fast')} engine, this run would use "
+            f"the {engine} engine; resume with train.engine={state.get('engine', 'fast')}"
+        )
     if state["vocab"] != vocab:
         raise ConfigError(f"resume=true: data.path gives a different vocabulary than {where} was trained on")
     if state["step"] > conf["train"]["steps"]:
@@ -131,7 +155,7 @@ def check_resume(state: dict[str, Any], conf: dict[str, Any], vocab: list[str], 
         )
 
 
-def resume(path: Path, model, conf: dict[str, Any], vocab: list[str]):
+def resume(path: Path, model, conf: dict[str, Any], vocab: list[str], engine: str | None = None):
     """The progress to continue from: the checkpoint's (its parameters loaded into `model`), or a fresh start
     (with a warning) when there is none."""
     from .train import Progress
@@ -143,7 +167,7 @@ def resume(path: Path, model, conf: dict[str, Any], vocab: list[str]):
         )
         return Progress()
     state = load(path)
-    check_resume(state, conf, vocab, path)
+    check_resume(state, conf, vocab, path, engine)
     model.load_state_dict(state["model"])
     log.info("resuming from %s at step %d", path, state["step"])
     return Progress.from_state(state["progress"])

@@ -37,6 +37,12 @@ class Norm(Enum):
     layer = "layer"
 
 
+class Engine(Enum):
+    auto = "auto"  # fast where it supports the config, else autograd
+    fast = "fast"  # the hand-derived step (step.py)
+    autograd = "autograd"  # nn.Module + torch.optim: every option
+
+
 class DeviceKind(Enum):
     auto = "auto"
     cpu = "cpu"
@@ -60,6 +66,8 @@ class ModelConfig:
     hidden: int = 200
     init: Init = Init.lecture
     norm: Norm = Norm.none
+    layers: int = 1  # tanh hidden layers of width `hidden` (the norm applies to each)
+    direct: bool = False  # Bengio et al. 2003's direct connections from the embeddings to the output layer
 
 
 @dataclass
@@ -78,6 +86,22 @@ class CosineSchedule:
 
 
 @dataclass
+class SGDConfig:
+    name: str = "sgd"
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0  # on the embeddings and weights, not on biases or norm parameters
+
+
+@dataclass
+class AdamWConfig:
+    name: str = "adamw"
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1e-8
+    weight_decay: float = 0.01  # decoupled (karpathy/makemore's choice); not on biases or norm parameters
+
+
+@dataclass
 class DeviceConfig:
     name: DeviceKind = DeviceKind.auto
     threads: int = 0  # torch threads; 0 = automatic: 1 for small training steps, else cores // parallel jobs
@@ -92,7 +116,7 @@ class TrainConfig:
     eval_test: bool = False
     checkpoint_every: int = 10000
     replicas: int = 1
-    weight_decay: float = 0.0
+    engine: Engine = Engine.auto
     log_every: int = 100  # steps per TensorBoard minibatch-loss point
 
 
@@ -108,6 +132,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: Any = MISSING  # StepSchedule or CosineSchedule, chosen by the schedule group
+    optimizer: Any = MISSING  # SGDConfig or AdamWConfig, chosen by the optimizer group
     device: DeviceConfig = field(default_factory=DeviceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 2147483647
@@ -122,6 +147,29 @@ def schedule_keys() -> List[str]:
 
     keys = [f"schedule.{f.name}" for cls in (StepSchedule, CosineSchedule) for f in fields(cls)]
     return list(dict.fromkeys(keys))
+
+
+def optimizer_keys() -> List[str]:
+    """Every key of every optimizer (optimizer.name, .momentum, .nesterov, .weight_decay, .betas, .eps)."""
+    from dataclasses import fields
+
+    keys = [f"optimizer.{f.name}" for cls in (SGDConfig, AdamWConfig) for f in fields(cls)]
+    return list(dict.fromkeys(keys))
+
+
+# keys that moved: an override of the old one gets one line naming the new one
+MOVED_KEYS = {"train.weight_decay": "optimizer.weight_decay"}
+
+
+def check_moved_keys(argv: List[str]) -> None:
+    """Raise ConfigError for a command-line override of a key that moved (before Hydra reports it missing)."""
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key in MOVED_KEYS:
+            raise ConfigError(
+                f"{key} moved to {MOVED_KEYS[key]} (the optimizer group: optimizer=sgd|adamw); "
+                f"use {MOVED_KEYS[key]}={arg.split('=', 1)[1] if '=' in arg else '...'}"
+            )
 
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"  # the presets, read from the checkout
@@ -141,6 +189,8 @@ def register_configs() -> None:
     cs.store(group="model", name="bigram", node=ModelConfig(kind=ModelKind.bigram, block_size=1))
     cs.store(group="schedule", name="step", node=StepSchedule)
     cs.store(group="schedule", name="cosine", node=CosineSchedule)
+    cs.store(group="optimizer", name="sgd", node=SGDConfig)
+    cs.store(group="optimizer", name="adamw", node=AdamWConfig)
     for kind in DeviceKind:
         cs.store(group="device", name=kind.value, node=DeviceConfig(name=kind))
     for preset in sorted(EXPERIMENTS.glob("*.yaml")):
@@ -287,13 +337,31 @@ def validate(cfg: Any) -> None:
     _positive_int(t.replicas, "train.replicas")
     _positive_int(t.log_every, "train.log_every")
     _positive_int(cfg.samples, "samples", 0)
-    if not t.weight_decay >= 0:
-        raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _positive_int(m.layers, "model.layers")
     if _kind(m.kind) == "bigram" and m.block_size != 1:
         raise ConfigError(f"model.block_size must be 1 for model=bigram, got {m.block_size}")
     if cfg.device.threads < 0:
         raise ConfigError(f"device.threads must be >= 0 (0 = automatic), got {cfg.device.threads}")
     _validate_schedule(s)
+    _validate_optimizer(cfg.optimizer)
+
+
+def _validate_optimizer(o: Any) -> None:
+    if not o.weight_decay >= 0:
+        raise ConfigError(f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    if o.name == "sgd":
+        if not 0 <= o.momentum < 1:
+            raise ConfigError(f"optimizer.momentum must be in [0, 1), got {o.momentum}")
+        if o.nesterov and not o.momentum > 0:
+            raise ConfigError("optimizer.nesterov=true needs optimizer.momentum > 0")
+    elif o.name == "adamw":
+        betas = list(o.betas)
+        if len(betas) != 2 or any(not 0 <= b < 1 for b in betas):
+            raise ConfigError(f"optimizer.betas must be two numbers in [0, 1), got {betas}")
+        if not o.eps > 0:
+            raise ConfigError(f"optimizer.eps must be > 0, got {o.eps}")
+    else:
+        raise ConfigError(f"optimizer.name must be one of sgd, adamw, got {o.name!r}")
 
 
 def _validate_schedule(s: Any) -> None:

@@ -58,17 +58,17 @@ LAYOUT = {
 def run_hparams(conf: dict) -> dict[str, object]:
     """The HParams record of a run: every knob, flat, and every schedule key whatever the schedule
     (null where it does not apply), so runs with different schedules share one set of columns."""
-    from .config import schedule_keys
+    from .config import optimizer_keys, schedule_keys
 
-    hp = flat_hparams({k: conf[k] for k in ("data", "model", "schedule", "train", "seed")})
-    for key in schedule_keys():
+    hp = flat_hparams({k: conf[k] for k in ("data", "model", "schedule", "optimizer", "train", "seed") if k in conf})
+    for key in schedule_keys() + optimizer_keys():
         hp.setdefault(key, "null")
     return hp
 
 
 def hparam_names(keys: Iterable[str], hparams: dict[str, object]) -> list[str]:
     """Override keys or groups -> the hparams they set (`schedule=cosine` sets schedule.name)."""
-    group_key = {"schedule": "schedule.name", "model": "model.kind"}
+    group_key = {"schedule": "schedule.name", "optimizer": "optimizer.name", "model": "model.kind"}
     names = []
     for k in keys:
         k = group_key.get(k, k)

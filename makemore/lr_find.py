@@ -1,8 +1,8 @@
 """`python -m makemore.lr_find [overrides]`: the lecture's learning-rate finder.
 
-From a fresh init, take lr_find.steps SGD steps with lr = 10^e, e rising linearly from lr_find.start to
-lr_find.end (the lecture: 1000 steps, -3 to 0), and record each step's minibatch loss. The curve is
-smoothed with a debiased exponential moving average (beta 0.98) and the suggestion is
+From a fresh init, take lr_find.steps steps of the configured optimizer and engine with lr = 10^e, e rising
+linearly from lr_find.start to lr_find.end (the lecture: 1000 steps, -3 to 0), and record each step's
+minibatch loss. The curve is smoothed with a debiased exponential moving average (beta 0.98) and the suggestion is
 
     suggested lr = 10^e_min / 2,  e_min = the exponent where the smoothed loss is lowest
 
@@ -24,7 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .config import ConfigError, register_configs, register_resolvers, to_dict, validate
+from .config import ConfigError, check_moved_keys, register_configs, register_resolvers, to_dict, validate
 
 log = logging.getLogger("makemore")
 register_configs()
@@ -56,15 +56,15 @@ def suggest(exponents: list[float], smoothed: list[float], back_off: float = BAC
 
 
 def find_lr(
-    model, data, steps: int, start: float, end: float, batch_size: int, seed: int
+    model, data, steps: int, start: float, end: float, batch_size: int, seed: int, optimizer: dict | None = None
 ) -> tuple[list[float], list[float]]:
     """The sweep itself: one step per exponent, stopping early once the loss is no longer finite."""
-    from .step import FastStep
+    from . import engine as engines
 
     exps = torch.linspace(start, end, steps).tolist()
     Xtr, Ytr = data.X["train"].to(model.device), data.Y["train"].to(model.device)
     N = batch_size or Xtr.shape[0]
-    step = FastStep(model, N)
+    step = engines.make(model, N, optimizer)
     g = torch.Generator().manual_seed(seed)
     if batch_size:
         ix = torch.randint(0, Xtr.shape[0], (steps, model.replicas, N), generator=g).to(model.device)
@@ -76,7 +76,7 @@ def find_lr(
         rows, targets = rows * steps, targets * steps
     picked = torch.empty(steps, *targets[0].shape, device=model.device)
     for i, e in enumerate(exps):
-        step(rows[i], targets[i], 10**e, picked[i])
+        step.step(rows[i], targets[i], 10**e, picked[i])
     losses = (-picked.view(steps, -1).mean(1)).tolist()
     for i, x in enumerate(losses):  # a diverged run stays diverged: cut the curve there
         if not math.isfinite(x):
@@ -105,12 +105,16 @@ def run(cfg: DictConfig, out: Path) -> dict:
     data = data_mod.load(
         cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words
     )
-    model = model_mod.from_config(conf["model"], len(data.vocab), seed=cfg.seed, device=dev)
+    from . import engine as engines
+
+    engine = engines.resolve(conf["train"]["engine"], conf["model"])
+    model = model_mod.from_config(conf["model"], len(data.vocab), seed=cfg.seed, form=engines.form(engine), device=dev)
+    log.info("engine: %s; optimizer: %s", engine, conf["optimizer"]["name"])
     batch = cfg.train.batch_size or data.examples()["train"]
     torch.set_num_threads(
         device_mod.training_threads(cfg.device.threads, device_mod.threads(cfg.device.threads), model.step_macs(batch))
     )
-    exps, losses = find_lr(model, data, lf.steps, lf.start, lf.end, cfg.train.batch_size, cfg.seed)
+    exps, losses = find_lr(model, data, lf.steps, lf.start, lf.end, cfg.train.batch_size, cfg.seed, conf["optimizer"])
     smoothed = smooth(losses)
     suggested = suggest(exps, smoothed)
     result = {
@@ -152,4 +156,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:
+        check_moved_keys(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -3,7 +3,7 @@
     emb    = C[X].view(N, block_size * emb)          # look up and concatenate the context's embeddings
     hpre   = emb @ W1 + b1                           # (optionally batch- or layer-normalized)
     h      = tanh(hpre)
-    logits = h @ W2 + b2
+    logits = h @ W2 + b2 [+ emb @ D]                # D: the paper's direct connections (model.direct)
     loss   = cross_entropy(logits, Y)
 
 Every parameter carries a leading replica dimension K (K = 1 for a plain run), so K models of the same
@@ -37,7 +37,7 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
 class MLP:
     """K replicas of the lecture's MLP; plain tensors, no nn.Module, so the fast step can own them."""
 
-    DECAYED = ("C", "W1", "W2")  # weight decay applies to these, not to biases or norm parameters
+    DECAYED = ("C", "W1", "W2", "D")  # weight decay applies to these, not to biases or norm parameters
     trainable = True  # by gradient steps (the bigram is counted)
 
     def __init__(
@@ -49,17 +49,19 @@ class MLP:
         replicas: int = 1,
         norm: str = "none",
         device: torch.device | str = "cpu",
+        direct: bool = False,
     ):
         self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
-        self.replicas, self.norm = replicas, norm
+        self.replicas, self.norm, self.direct, self.layers = replicas, norm, direct, 1
         K, V, E, H, BE = replicas, vocab_size, emb, hidden, block_size * emb
         # Each bias is stored as the last row of its weight matrix (W1a = [W1; b1], W2a = [W2; b2]) so
         # the fast step's products with a ones column compute and update both in one call.
         # The output layer is padded to a multiple of 16 classes: MKL's small products run ~1.7x faster
         # at width 32 than at 27. Padded classes have zero weights and a -1e9 bias, so their softmax
         # probability is exactly 0, their gradient is exactly 0 and they never change.
+        # The direct connections D are more rows of the output layer, W2a = [W2; b2; D], against [h | 1 | emb].
         Vp = -(-V // 16) * 16
-        shapes = {"C": (K, V, E), "W1a": (K, BE + 1, H), "W2a": (K, H + 1, Vp)}
+        shapes = {"C": (K, V, E), "W1a": (K, BE + 1, H), "W2a": (K, H + 1 + (BE if direct else 0), Vp)}
         if norm != "none":
             shapes.update(gain=(K, H), shift=(K, H))
         self.flat = torch.zeros(sum(math.prod(s) for s in shapes.values()), device=device)
@@ -78,6 +80,8 @@ class MLP:
             "W2": W2a[:, :H, :V],
             "b2": W2a[:, H, :V],
         }
+        if direct:
+            self.params["D"] = W2a[:, H + 1 :, :V]
         if norm != "none":
             self.params.update(gain=self.storage["gain"], shift=self.storage["shift"])
         self.buffers: dict[str, torch.Tensor] = {}
@@ -97,7 +101,8 @@ class MLP:
 
     def step_macs(self, batch: int) -> int:
         """About the multiply-adds of one training step: 3 products (forward, two backward) per layer."""
-        return self.replicas * batch * self.hidden * (self.block_size * self.emb + self.vocab_size) * 3
+        BE, V = self.block_size * self.emb, self.vocab_size
+        return self.replicas * batch * (self.hidden * (BE + V) + (BE * V if self.direct else 0)) * 3
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
@@ -136,6 +141,8 @@ class MLP:
             if self.norm != "none":
                 self.params["gain"][k].fill_(1.0)
                 self.params["shift"][k].zero_()
+            if self.direct:  # as Net: the direct connections start at zero
+                self.params["D"][k].zero_()
         return self
 
     # -- the reference forward pass ---------------------------------------------------------------
@@ -164,7 +171,8 @@ class MLP:
         elif self.norm == "layer":
             hpre = F.layer_norm(hpre, (self.hidden,), eps=BN_EPS) * p["gain"].unsqueeze(1) + p["shift"].unsqueeze(1)
         h = tanh(hpre)
-        return torch.baddbmm(p["b2"].unsqueeze(1), h, p["W2"])
+        logits = torch.baddbmm(p["b2"].unsqueeze(1), h, p["W2"])
+        return torch.baddbmm(logits, emb, p["D"]) if self.direct else logits
 
     def loss(self, X: torch.Tensor, Y: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
         """Per-replica mean cross-entropy, shape (K,)."""
@@ -196,11 +204,169 @@ class MLP:
         p = {name: t[k] for name, t in self.params.items()}
         emb = p["C"][x].view(x.shape[0], -1)
         h = torch.addmm(p["b1"], emb, p["W1"], beta=2, alpha=2).sigmoid_().mul_(2).sub_(1)
-        return torch.addmm(p["b2"], h, p["W2"])
+        logits = torch.addmm(p["b2"], h, p["W2"])
+        return logits.addmm_(emb, p["D"]) if self.direct else logits
 
     @torch.no_grad()
     def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """context: (K, N, block_size) -> probabilities (K, N, vocab) for sampling."""
+        return torch.softmax(self.forward(context) / temperature, dim=-1)
+
+
+class Net(torch.nn.Module):
+    """K replicas of the MLP as an nn.Module, for the autograd engine and torch.optim: `layers` tanh layers of
+    width `hidden` (the norm applied to each), and optionally the paper's direct connections D from the
+    concatenated embeddings to the output (logits += emb @ D):
+
+        x = emb;  x = tanh(norm(x @ W_l + b_l)) for l = 1..layers;  logits = x @ Wout + bout [+ emb @ D]
+
+    With layers=1 and no direct connections it is MLP in another form, drawn from the same generators
+    (C, W1, b1, Wout, bout in the lecture's order), so the two engines start from the same parameters.
+    Every parameter has the leading replica dimension K; matrices (K, in, out) and the embedding table are
+    3-D, biases and norm parameters 2-D (optim.py decays only the former)."""
+
+    trainable = True
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int,
+        emb: int,
+        hidden: int,
+        replicas: int = 1,
+        norm: str = "none",
+        layers: int = 1,
+        direct: bool = False,
+        device: torch.device | str = "cpu",
+    ):
+        super().__init__()
+        self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
+        self.replicas, self.norm, self.layers, self.direct = replicas, norm, layers, direct
+        K, V, E, H, BE = replicas, vocab_size, emb, hidden, block_size * emb
+
+        def param(*shape):
+            return torch.nn.Parameter(torch.zeros(*shape, device=device))
+
+        self.C = param(K, V, E)
+        for i in range(1, layers + 1):
+            setattr(self, f"W{i}", param(K, BE if i == 1 else H, H))
+            setattr(self, f"b{i}", param(K, H))
+            if norm != "none":
+                setattr(self, f"gain{i}", torch.nn.Parameter(torch.ones(K, H, device=device)))
+                setattr(self, f"shift{i}", param(K, H))
+            if norm == "batch":
+                self.register_buffer(f"running_mean{i}", torch.zeros(K, H, device=device))
+                self.register_buffer(f"running_var{i}", torch.ones(K, H, device=device))
+        self.Wout, self.bout = param(K, H, V), param(K, V)
+        if direct:
+            self.D = param(K, BE, V)
+
+    @property
+    def device(self) -> torch.device:
+        return self.C.device
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        return dict(self.named_parameters())
+
+    def num_params(self) -> int:
+        return sum(p[0].numel() for p in self.parameters())
+
+    def step_macs(self, batch: int) -> int:
+        BE, H, V = self.block_size * self.emb, self.hidden, self.vocab_size
+        per_example = BE * H + (self.layers - 1) * H * H + H * V + (BE * V if self.direct else 0)
+        return self.replicas * batch * per_example * 3
+
+    def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:  # plain dict of CPU copies
+        return {k: v.detach().cpu().clone() for k, v in super().state_dict(*args, **kwargs).items()}
+
+    @torch.no_grad()
+    def init_(self, recipe: str, seeds: Sequence[int]) -> Net:
+        """Replica k from seeds[k]: C, then each layer's W and b, then Wout, bout (MLP's order for one layer);
+        D starts at zero, so the direct connections begin as the plain model and learn what they add."""
+        BE, H, V = self.block_size * self.emb, self.hidden, self.vocab_size
+        for k, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            self.C[k].copy_(torch.randn(V, self.emb, generator=g))
+            for i in range(1, self.layers + 1):
+                fan_in = BE if i == 1 else H
+                W = torch.randn(fan_in, H, generator=g)
+                b = torch.randn(H, generator=g)
+                if recipe == "scaled":  # as MLP.init_: tanh gain 5/3 over sqrt(fan_in), small bias
+                    W *= (5 / 3) / math.sqrt(fan_in)
+                    b *= 0.01
+                getattr(self, f"W{i}")[k].copy_(W)
+                getattr(self, f"b{i}")[k].copy_(b)
+            Wout = torch.randn(H, V, generator=g)
+            bout = torch.randn(V, generator=g)
+            if recipe == "scaled":
+                Wout *= 0.01
+                bout *= 0
+            elif recipe != "lecture":
+                raise ValueError(f"unknown init recipe {recipe!r}")
+            self.Wout[k].copy_(Wout)
+            self.bout[k].copy_(bout)
+        return self
+
+    def forward(self, X: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
+        """X: (K, N, block_size) -> logits (K, N, vocab). With batch norm, train=True uses (and updates the
+        running averages from) the batch statistics, as MLP.forward."""
+        K, N, B = X.shape
+        V = self.vocab_size
+        offset = (torch.arange(K, device=X.device) * V).view(K, 1, 1)
+        emb = self.C.view(K * V, self.emb)[(X + offset).view(-1)].view(K, N, B * self.emb)
+        x = emb
+        for i in range(1, self.layers + 1):
+            b = getattr(self, f"b{i}")
+            # batch norm subtracts the batch mean, so a bias before it has gradient exactly 0 (float noise in
+            # practice, which Adam would scale up to steps of lr): it is held fixed
+            b = b.detach() if self.norm == "batch" else b
+            hpre = torch.baddbmm(b.unsqueeze(1), x, getattr(self, f"W{i}"))
+            if self.norm != "none":
+                hpre = self._normalize(hpre, i, train)
+            x = tanh(hpre)
+        logits = torch.baddbmm(self.bout.unsqueeze(1), x, self.Wout)
+        if self.direct:
+            logits = torch.baddbmm(logits, emb, self.D)
+        return logits
+
+    def _normalize(self, hpre: torch.Tensor, i: int, train: bool) -> torch.Tensor:
+        gain, shift = getattr(self, f"gain{i}").unsqueeze(1), getattr(self, f"shift{i}").unsqueeze(1)
+        if self.norm == "layer":
+            return F.layer_norm(hpre, (self.hidden,), eps=BN_EPS) * gain + shift
+        rm, rv = getattr(self, f"running_mean{i}"), getattr(self, f"running_var{i}")
+        if train:
+            N = hpre.shape[1]
+            mean = hpre.mean(1, keepdim=True)
+            var = hpre.var(1, keepdim=True, unbiased=False)
+            with torch.no_grad():
+                rm.lerp_(mean.squeeze(1), BN_MOMENTUM)
+                rv.lerp_(var.squeeze(1) * N / max(N - 1, 1), BN_MOMENTUM)
+        else:
+            mean, var = rm.unsqueeze(1), rv.unsqueeze(1)
+        return (hpre - mean) / torch.sqrt(var + BN_EPS) * gain + shift
+
+    def loss(self, X: torch.Tensor, Y: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
+        """Per-replica mean cross-entropy, shape (K,)."""
+        logits = self.forward(X, train=train)
+        K, N, V = logits.shape
+        return F.cross_entropy(logits.reshape(K * N, V), Y.reshape(K * N), reduction="none").view(K, N).mean(1)
+
+    @torch.no_grad()
+    def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+        """Mean loss of each replica over all of (X, Y), in no-grad chunks summed in float64."""
+        total = torch.zeros(self.replicas, dtype=torch.float64)
+        chunk = max(1024, chunk // self.replicas)
+        for i in range(0, X.shape[0], chunk):
+            x, y = X[i : i + chunk].to(self.device), Y[i : i + chunk].to(self.device)
+            n = x.shape[0]
+            logits = self.forward(x.unsqueeze(0).expand(self.replicas, n, -1))
+            ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.repeat(self.replicas), reduction="none")
+            total += ce.view(self.replicas, n).sum(1).cpu().double()
+        return (total / max(X.shape[0], 1)).float()
+
+    @torch.no_grad()
+    def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         return torch.softmax(self.forward(context) / temperature, dim=-1)
 
 
@@ -263,16 +429,26 @@ def build(
     init: str = "lecture",
     seed: int = 2147483647,
     replicas: int = 1,
+    layers: int = 1,
+    direct: bool = False,
+    form: str = "flat",
     device="cpu",
 ):
-    """The model of a run: replica k of an MLP is drawn from seed + k (replica 0 is the lecture's)."""
+    """The model of a run: replica k of an MLP is drawn from seed + k (replica 0 is the lecture's).
+    form: "flat" (MLP, for the fast engine: one layer) or "module" (Net, for the autograd engine)."""
     if kind == "bigram":
         return Bigram(vocab_size, device=device)
-    model = MLP(vocab_size, block_size, emb, hidden, replicas=replicas, norm=norm, device=device)
-    return model.init_(init, [seed + k for k in range(replicas)])
+    seeds = [seed + k for k in range(replicas)]
+    if form == "module":
+        net = Net(vocab_size, block_size, emb, hidden, replicas, norm, layers, direct, device=device)
+        return net.init_(init, seeds)
+    if layers != 1:
+        raise ValueError("the flat MLP has one hidden layer: use form='module'")
+    model = MLP(vocab_size, block_size, emb, hidden, replicas=replicas, norm=norm, device=device, direct=direct)
+    return model.init_(init, seeds)
 
 
-def from_config(m: dict, vocab_size: int, *, seed: int, replicas: int = 1, device="cpu"):
+def from_config(m: dict, vocab_size: int, *, seed: int, replicas: int = 1, form: str = "flat", device="cpu"):
     """The model of a run from its `model` config (as a dict); the bigram has one replica."""
     return build(
         m["kind"],
@@ -284,24 +460,26 @@ def from_config(m: dict, vocab_size: int, *, seed: int, replicas: int = 1, devic
         init=m["init"],
         seed=seed,
         replicas=replicas if m["kind"] == "mlp" else 1,
+        layers=m.get("layers", 1),
+        direct=m.get("direct", False),
+        form=form,
         device=device,
     )
 
 
 def from_checkpoint(state: dict, device="cpu"):
-    """Rebuild the model and vocabulary saved by a run (no Hydra config needed)."""
+    """Rebuild the model and vocabulary saved by a run (no Hydra config needed): the flat MLP of the fast
+    engine (its state has "flat") or the Net of the autograd engine."""
     from .data import Vocab
 
     m = state["config"]["model"]
     vocab = Vocab(state["vocab"][1:])
-    model = build(
-        m["kind"],
+    model = from_config(
+        m,
         len(vocab),
-        block_size=m["block_size"],
-        emb=m["emb"],
-        hidden=m["hidden"],
-        norm=m["norm"],
-        replicas=state["config"]["train"]["replicas"] if m["kind"] == "mlp" else 1,
+        seed=0,
+        replicas=state["config"]["train"]["replicas"],
+        form="flat" if "flat" in state["model"] or m["kind"] != "mlp" else "module",
         device=device,
     )
     model.load_state_dict(state["model"])

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, register_configs, register_resolvers, to_dict, validate
+from .config import ConfigError, check_moved_keys, register_configs, register_resolvers, to_dict, validate
 
 log = logging.getLogger("makemore")
 
@@ -38,6 +38,7 @@ def train_run(
 
     from . import checkpoint, device, logs, metrics, outputs, schedule, train
     from . import data as data_mod
+    from . import engine as engines
     from . import model as model_mod
 
     started = time.perf_counter()
@@ -48,11 +49,13 @@ def train_run(
     data = data_mod.load(
         cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words
     )
+    engine = engines.resolve(conf["train"]["engine"], conf["model"])
+    form = engines.form(engine)
     model = model_mod.from_config(
-        conf["model"], len(data.vocab), seed=cfg.seed, replicas=cfg.train.replicas, device=dev
+        conf["model"], len(data.vocab), seed=cfg.seed, replicas=cfg.train.replicas, form=form, device=dev
     )
     ckpt = out / checkpoint.FILENAME
-    progress = checkpoint.resume(ckpt, model, conf, data.vocab.itos) if cfg.resume else train.Progress()
+    progress = checkpoint.resume(ckpt, model, conf, data.vocab.itos, engine) if cfg.resume else train.Progress()
 
     # From here on the run writes into its dir (bad input has been refused with nothing written).
     log.info("run dir: %s", out)
@@ -64,6 +67,13 @@ def train_run(
         f" x {model.replicas} replicas" if model.replicas > 1 else "",
         dev,
     )
+    if model.trainable:
+        log.info(
+            "engine: %s (train.engine=%s); optimizer: %s",
+            engine,
+            conf["train"]["engine"],
+            ", ".join(f"{k} {v}" for k, v in conf["optimizer"].items()),
+        )
     tb = logs.TensorBoard(str(out))
     hp = logs.run_hparams(conf)
     tb.hparams_start(hp, None if overridden is None else logs.hparam_names(overridden, hp), trial_id)
@@ -83,7 +93,7 @@ def train_run(
     )
 
     def save(p: train.Progress) -> None:
-        checkpoint.save(ckpt, checkpoint.run_state(model, data, conf, p))
+        checkpoint.save(ckpt, checkpoint.run_state(model, data, conf, p, engine))
 
     status, error = "ok", None
     try:
@@ -97,7 +107,7 @@ def train_run(
                 eval_every=eval_every,
                 checkpoint_every=cfg.train.checkpoint_every,
                 seed=cfg.seed,
-                weight_decay=cfg.train.weight_decay,
+                optimizer=conf["optimizer"],
                 progress=progress,
                 eval_threads=eval_threads,
                 eval_examples=cfg.train.eval_examples,
@@ -209,4 +219,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    try:
+        check_moved_keys(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     main()

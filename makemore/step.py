@@ -25,6 +25,10 @@ With normalization y = xhat * gain + shift, xhat = (hpre - mean) * rstd, the bac
 with the means over the batch (batch norm) or over the hidden units (layer norm).
 Weight decay (on C, W1, W2) is applied as p *= 1 - lr * wd after the gradients that read those weights
 were computed and before the gradient update: exactly SGD's p -= lr * (g + wd * p).
+
+With a `grad` buffer (shaped like the model's flat buffer) the step writes the gradients there instead of
+updating, for another optimizer (optim.FlatUpdate) to apply: the same products with alpha = 1/N, the
+embedding rows accumulated into the zeroed gradient of C.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from .model import BN_EPS, BN_MOMENTUM, MLP
 class FastStep:
     """One training step of `model` for batches of `batch_size` examples per replica."""
 
-    def __init__(self, model: MLP, batch_size: int, weight_decay: float = 0.0):
-        self.model, self.N, self.wd = model, batch_size, weight_decay
+    def __init__(self, model: MLP, batch_size: int, weight_decay: float = 0.0, grad: torch.Tensor | None = None):
+        self.model, self.N, self.wd, self.grad = model, batch_size, weight_decay, grad
+        if grad is not None and weight_decay:
+            raise ValueError("with a grad buffer the optimizer applies the weight decay")
         K, N, V, E, H = model.replicas, batch_size, model.vocab_size, model.emb, model.hidden
         Vp = model.storage["W2a"].shape[2]  # the output layer's padded width (see model.py)
         B, BE = model.block_size, model.block_size * model.emb
@@ -51,7 +57,7 @@ class FastStep:
         self.C2 = st["C"].view(K * V, E)  # rows of all replicas; batch indices carry a k*V offset
         self.W1a, self.W2a = sq(st["W1a"]), sq(st["W2a"])
         self.W1T, self.W2T = sq(st["W1a"][:, :BE].transpose(1, 2)), sq(st["W2a"][:, :H].transpose(1, 2))
-        self.decayed = [model.params[n] for n in MLP.DECAYED]
+        self.decayed = [model.params[n] for n in MLP.DECAYED if n in model.params]
         self.rows = torch.empty(K * N * B, E, device=dev)  # looked-up embedding rows
         emb_a = torch.ones(K, N, BE + 1, device=dev)  # [emb | 1]
         self.emb_a, self.emb = sq(emb_a), sq(emb_a[:, :, :BE])
@@ -59,8 +65,11 @@ class FastStep:
         self.emb_aT = sq(emb_a.transpose(1, 2))
         self.hpre = sq(torch.empty(K, N, H, device=dev))
         self.sig = sq(torch.empty(K, N, H, device=dev))
-        h_a = torch.ones(K, N, H + 1, device=dev)  # [h | 1]
+        h_a = torch.ones(K, N, H + 1 + (BE if model.direct else 0), device=dev)  # [h | 1 (| emb: direct)]
         self.h_a, self.h, self.h_aT = sq(h_a), sq(h_a[:, :, :H]), sq(h_a.transpose(1, 2))
+        if model.direct:  # the direct connections D: the output layer's rows after b2 (model.py)
+            self.h_emb = sq(h_a[:, :, H + 1 :])
+            self.DT = sq(st["W2a"][:, H + 1 :].transpose(1, 2))
         self.logits = sq(torch.empty(K, N, Vp, device=dev))
         self.dh = sq(torch.empty(K, N, H, device=dev))
         self.tanh_grad = sq(torch.empty(K, N, H, device=dev))
@@ -69,6 +78,10 @@ class FastStep:
         self.minus_one = sq(torch.full((K, N, 1), -1.0, device=dev))
         self.one, self.neg_one = torch.ones((), device=dev), -torch.ones((), device=dev)
         self.sq = sq
+        if grad is not None:  # views of the gradient buffer laid out as the parameters (same offsets)
+            g = {n: grad.as_strided(t.shape, t.stride(), t.storage_offset()) for n, t in st.items()}
+            self.gC2, self.gW1a, self.gW2a = g["C"].view(K * V, E), sq(g["W1a"]), sq(g["W2a"])
+            self.gnorm = (g["gain"], g["shift"]) if model.norm != "none" else None
 
     def batches(
         self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor
@@ -87,10 +100,14 @@ class FastStep:
         """ix: (K*N*block_size,) rows of C; Y: (K, N, 1) targets (K dim dropped when K = 1);
         picked: a slot shaped like Y that receives log p(target) of each example (the loss, negated)."""
         m = self.model
-        step = -lr / self.N
+        step = -lr / self.N if self.grad is None else 1.0 / self.N  # update scale, or gradient scale
+        if self.grad is not None:
+            self.grad.zero_()  # C's rows (and the norm's) accumulate; the products overwrite
         # forward
         torch.index_select(self.C2, 0, ix, out=self.rows)
         self.emb.copy_(self.rows3)
+        if m.direct:
+            self.h_emb.copy_(self.rows3)
         if m.norm == "none":
             self._addmm(self.hpre, self.emb_a, self.W1a, beta=0, alpha=2.0, out=self.hpre)  # 2 * hpre
             torch.sigmoid(self.hpre, out=self.sig)
@@ -110,6 +127,15 @@ class FastStep:
         if m.norm != "none":
             dhpre = self._norm_backward(dhpre, norm_cache, step)
         self._addmm(self.demb, dhpre, self.W1T, beta=0, alpha=step, out=self.demb)  # -lr * demb / N
+        if m.direct:  # emb also reaches the logits through D
+            self._addmm_(self.demb, dlogits, self.DT, alpha=step)
+        if self.grad is not None:
+            self._addmm(self.gW2a, self.h_aT, dlogits, beta=0, alpha=step, out=self.gW2a)
+            self._addmm(self.gW1a, self.emb_aT, dhpre, beta=0, alpha=step, out=self.gW1a)
+            if m.norm == "batch":  # b1's gradient is exactly 0 before batch norm (float noise here): hold it
+                self.gW1a[..., -1, :].zero_()
+            self.gC2.index_put_((ix,), self.demb_rows, accumulate=True)
+            return
         # update: the gradients that read W1 and W2 are done, so decay and step may change them now
         if self.wd:
             for p in self.decayed:
@@ -144,6 +170,7 @@ class FastStep:
         K, H = m.replicas, m.hidden
         dxhat = dy * gain
         dhpre = rstd * (dxhat - dxhat.mean(dim, keepdim=True) - xhat * (dxhat * xhat).mean(dim, keepdim=True))
-        m.params["gain"].add_((dy * xhat).sum(-2).view(K, H), alpha=step)
-        m.params["shift"].add_(dy.sum(-2).view(K, H), alpha=step)
+        gain, shift = (m.params["gain"], m.params["shift"]) if self.grad is None else self.gnorm
+        gain.add_((dy * xhat).sum(-2).view(K, H), alpha=step)
+        shift.add_(dy.sum(-2).view(K, H), alpha=step)
         return dhpre

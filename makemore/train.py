@@ -1,4 +1,7 @@
-"""The training loop: batches -> fast step -> evaluate -> log -> checkpoint.
+"""The training loop: batches -> engine step -> evaluate -> log -> checkpoint.
+
+The engine (engine/: fast or autograd, chosen by the model's form) is driven through its small interface:
+batches, step, state/load_state; the loop knows nothing else of it.
 
 The loop runs in segments of at most CHUNK steps that end on every multiple of CHUNK, eval_every and
 checkpoint_every. A segment draws all its batch indices in one call, runs the fast steps with no host
@@ -16,10 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import engine as engines
 from .data import Dataset
-from .model import MLP
 from .schedule import Schedule
-from .step import FastStep
 
 CHUNK = 1000
 EVAL_POINTS = 20  # train.eval_every=null: this many evaluations per run (200k steps -> every 10k, 3k -> every 150)
@@ -77,6 +79,7 @@ class Progress:
     losses: list[torch.Tensor] = field(default_factory=list)  # per segment (S, K) minibatch losses
     evals: list[dict] = field(default_factory=list)  # {"step", "train": [K], "dev": [K]}
     initial_loss: float | None = None  # the first step's minibatch loss (worst replica), for the runaway bound
+    optimizer: dict | None = None  # the engine's optimizer state at `step` (engine.state())
 
     def minibatch_losses(self) -> torch.Tensor:
         return torch.cat(self.losses) if self.losses else torch.empty(0, 1)
@@ -90,6 +93,7 @@ class Progress:
             "losses": list(self.losses),
             "evals": list(self.evals),
             "initial_loss": self.initial_loss,
+            "optimizer": self.optimizer,
         }
 
     @classmethod
@@ -97,6 +101,7 @@ class Progress:
         return cls(
             **{k: state[k] for k in ("step", "seconds", "batch_rng", "losses", "evals")},
             initial_loss=state.get("initial_loss"),
+            optimizer=state.get("optimizer"),
         )
 
 
@@ -141,7 +146,7 @@ def evaluate(
 
 
 def fit(
-    model: MLP,
+    model,
     data: Dataset,
     *,
     steps: int,
@@ -150,13 +155,16 @@ def fit(
     eval_every: int,
     checkpoint_every: int,
     seed: int,
+    optimizer: dict | None = None,
     weight_decay: float = 0.0,
     hooks: Hooks | None = None,
     progress: Progress | None = None,
     eval_threads: int | None = None,
     eval_examples: int | None = None,
 ) -> Progress:
-    """Train `model` (all its replicas) for `steps` SGD steps; resume from `progress` if given.
+    """Train `model` (all its replicas) for `steps` steps of `optimizer` (the optimizer group as a dict; None:
+    the lecture's SGD with `weight_decay`) on the engine of the model's form (MLP: fast, Net: autograd);
+    resume from `progress` if given.
     Periodic evaluations score at most `eval_examples` examples per split (a fixed subset); the
     evaluation at `steps` always scores every example. A model trained by counting (the bigram) is
     counted instead, at step 0."""
@@ -174,7 +182,7 @@ def fit(
             eval_every=eval_every,
             checkpoint_every=checkpoint_every,
             seed=seed,
-            weight_decay=weight_decay,
+            optimizer=optimizer or {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": weight_decay},
             eval_threads=eval_threads,
             subsets=eval_subsets(data, eval_examples),
         )
@@ -190,7 +198,7 @@ def fit(
 
 
 def _train(
-    model: MLP,
+    model,
     data: Dataset,
     progress: Progress,
     hooks: Hooks,
@@ -201,17 +209,19 @@ def _train(
     eval_every: int,
     checkpoint_every: int,
     seed: int,
-    weight_decay: float,
+    optimizer: dict,
     eval_threads: int | None,
     subsets: EvalSets,
 ) -> None:
-    """The segments of fast steps from progress.step to `steps`, with their evaluations and checkpoints."""
+    """The segments of engine steps from progress.step to `steps`, with their evaluations and checkpoints."""
     dev = model.device
     K, V = model.replicas, model.vocab_size
     Xtr, Ytr = data.X["train"].to(dev), data.Y["train"].to(dev)
     n_train = Xtr.shape[0]
     N = batch_size or n_train  # 0 = full batch
-    step_fn = FastStep(model, N, weight_decay)
+    engine = engines.make(model, N, optimizer)
+    if progress.optimizer:
+        engine.load_state(progress.optimizer)
     gen = torch.Generator().manual_seed(seed)
     if progress.batch_rng is not None:
         gen.set_state(progress.batch_rng)
@@ -221,15 +231,15 @@ def _train(
         S = end - start
         if batch_size:
             ix = torch.randint(0, n_train, (S, K, N), generator=gen).to(dev)
-            rows, targets = step_fn.batches(Xtr, Ytr, ix)
+            rows, targets = engine.batches(Xtr, Ytr, ix)
         else:  # full batch: every step sees all the examples, so build them once
-            rows, targets = step_fn.batches(Xtr, Ytr, torch.arange(n_train, device=dev).expand(1, K, N))
+            rows, targets = engine.batches(Xtr, Ytr, torch.arange(n_train, device=dev).expand(1, K, N))
             rows, targets = rows * S, targets * S
         lrs = [schedule(s) for s in range(start, end)]
         picked = torch.empty(S, *targets[0].shape, device=dev)  # log p(target) per step and example
         t0 = time.perf_counter()
         for r, y, lr, out in zip(rows, targets, lrs, picked.unbind(0)):
-            step_fn(r, y, lr, out)
+            engine.step(r, y, lr, out)
         losses = -picked.view(S, K, N).mean(2).cpu()  # the segment's one host sync
         progress.seconds += time.perf_counter() - t0
         bad = ~torch.isfinite(losses)
@@ -241,6 +251,7 @@ def _train(
         check_runaway(losses, start, lrs, divergence_bound(progress.initial_loss, V))
         progress.step = end
         progress.batch_rng = gen.get_state()
+        progress.optimizer = engine.state() if end % checkpoint_every == 0 or end == steps else None
         progress.losses.append(losses)
         hooks.on_segment(start, losses, lrs, progress)
         if end % eval_every == 0 or end == steps:  # the last evaluation scores every example

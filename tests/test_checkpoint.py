@@ -41,10 +41,20 @@ def tiny_run(steps: int = 40):
     )
     conf = {
         "data": {"path": "w"},
-        "model": {"kind": "mlp", "block_size": 3, "emb": 4, "hidden": 8, "norm": "none", "init": "scaled"},
+        "model": {
+            "kind": "mlp",
+            "block_size": 3,
+            "emb": 4,
+            "hidden": 8,
+            "norm": "none",
+            "init": "scaled",
+            "layers": 1,
+            "direct": False,
+        },
         "schedule": {"name": "step", "lrs": [0.1], "milestones": []},
+        "optimizer": {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
         "seed": 1,
-        "train": {"steps": steps, "replicas": 1, "batch_size": 8, "weight_decay": 0.0},
+        "train": {"steps": steps, "replicas": 1, "batch_size": 8},
     }
     return model, data, conf, progress
 
@@ -154,3 +164,21 @@ def test_resume_without_a_checkpoint_warns_and_starts_fresh(tmp_path, caplog):
         progress = checkpoint.resume(tmp_path / checkpoint.FILENAME, model, conf, data.vocab.itos)
     assert progress.step == 0 and torch.equal(model.flat, before)
     assert "does not exist: starting from scratch" in caplog.text and "hydra.run.dir" in caplog.text
+
+
+def test_a_checkpoint_from_before_the_optimizer_group_resumes(tmp_path):
+    """Its config had train.weight_decay and no model.layers, model.direct or optimizer: it reads as SGD."""
+    model, data, new, progress = tiny_run()
+    sgd = {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.001}
+    new["optimizer"] = sgd
+    old = {k: v for k, v in new.items() if k != "optimizer"}
+    old["model"] = {k: v for k, v in new["model"].items() if k not in ("layers", "direct")}
+    old["train"] = {**new["train"], "weight_decay": 0.001}
+    checkpoint.save(tmp_path / checkpoint.FILENAME, checkpoint.run_state(model, data, old, progress))
+    fresh = build("mlp", len(data.vocab), block_size=3, emb=4, hidden=8, init="scaled", seed=99)
+    assert checkpoint.resume(tmp_path / checkpoint.FILENAME, fresh, new, data.vocab.itos, "fast").step == 40
+    other = {**new, "optimizer": {**sgd, "weight_decay": 0.0}}
+    with pytest.raises(ConfigError, match="different `optimizer`"):
+        checkpoint.resume(tmp_path / checkpoint.FILENAME, fresh, other, data.vocab.itos, "fast")
+    with pytest.raises(ConfigError, match="trained by the fast engine.*train.engine=fast"):
+        checkpoint.resume(tmp_path / checkpoint.FILENAME, fresh, new, data.vocab.itos, "autograd")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import QUICK, metrics, run_cli, run_dirs, run_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -92,16 +93,28 @@ def test_replicas_report_mean_and_std(tmp_path, words_file):
     assert {"loss/dev_std", "replicas/dev_0", "replicas/dev_2"} <= set(tags)
 
 
-def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, words_file):
+@pytest.mark.parametrize(
+    "options, steps",
+    [
+        ((), 60000),  # the fast engine's fused SGD
+        (("optimizer.momentum=0.9", "optimizer.nesterov=true", "optimizer.weight_decay=0.001"), 60000),
+        (("optimizer=adamw", "schedule.lrs=[0.01,0.001]"), 60000),
+        (("train.engine=autograd", "optimizer=adamw", "schedule.lrs=[0.01,0.001]", "model.norm=batch"), 12000),
+        (("model.layers=2", "model.direct=true", "optimizer.momentum=0.5"), 12000),  # autograd
+    ],
+    ids=["fast-sgd", "fast-nesterov", "fast-adamw", "autograd-adamw-batchnorm", "autograd-layers-direct-momentum"],
+)
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, words_file, options, steps):
     args = (
         "model.hidden=16",
         "model.emb=4",
-        "train.steps=60000",
-        "train.eval_every=20000",
-        "train.checkpoint_every=2000",
+        f"train.steps={steps}",
+        f"train.eval_every={steps // 3}",
+        f"train.checkpoint_every={steps // 30}",
         "samples=0",
-        "schedule.milestones=[30000]",
+        f"schedule.milestones=[{steps // 2}]",
         f"data.path={words_file}",
+        *options,
     )
     full = run_cli(*args, "hydra.run.dir=full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
@@ -117,13 +130,40 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, words_file):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "cut" / "metrics.json").exists()
     cut_at = checkpoint.load(ckpt)["step"]
-    assert 0 < cut_at < 60000
+    assert 0 < cut_at < steps
 
     resumed = run_cli(*args, "hydra.run.dir=cut", "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from" in resumed.stdout + resumed.stderr
     a, b = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert (a["train_loss"], a["dev_loss"], a["steps"]) == (b["train_loss"], b["dev_loss"], b["steps"])
+    full_state, cut_state = checkpoint.load(tmp_path / "full"), checkpoint.load(tmp_path / "cut")
+    for k, v in full_state["model"].items():
+        assert torch.equal(v, cut_state["model"][k]), k
+
+
+@pytest.mark.parametrize(
+    "options, engine",
+    [
+        (("optimizer=adamw", "schedule.lrs=[0.01,0.001]"), "fast"),
+        (("optimizer.momentum=0.9", "optimizer.nesterov=true"), "fast"),
+        (("model.layers=3", "model.init=scaled"), "autograd"),
+        (("model.direct=true",), "fast"),
+        (("model.direct=true", "train.engine=autograd"), "autograd"),
+        (("train.engine=autograd", "model.norm=layer", "optimizer=adamw"), "autograd"),
+        (("experiment=deep", "train.steps=300", "schedule.milestones=[200]", "model.hidden=16"), "autograd"),
+    ],
+    ids=["adamw", "nesterov", "layers", "direct", "direct-autograd", "autograd", "deep"],
+)
+def test_each_option_from_the_command_line(tmp_path, words_file, options, engine):
+    r = run_cli(*QUICK, f"data.path={words_file}", "hydra.run.dir=r", *options, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"engine: {engine} (train.engine=" in r.stdout + r.stderr
+    m = metrics(tmp_path / "r")
+    assert m["status"] == "ok" and m["dev_loss"] < 3.5  # from ~ln 27 = 3.3 (scaled init) or above 10 (lecture)
+    assert checkpoint.load(tmp_path / "r")["engine"] == engine
+    s = run_module("makemore.sample", "r", "-n", "3", cwd=tmp_path)
+    assert s.returncode == 0 and "/3 new" in s.stdout, s.stderr
 
 
 def test_resume_refuses_a_different_model(tmp_path, words_file):

@@ -8,7 +8,14 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from makemore.config import ConfigError, register_configs, register_resolvers, unnamed_swept_key, validate
+from makemore.config import (
+    ConfigError,
+    check_moved_keys,
+    register_configs,
+    register_resolvers,
+    unnamed_swept_key,
+    validate,
+)
 
 register_configs()
 register_resolvers()
@@ -26,7 +33,10 @@ def test_defaults_are_the_contract():
     assert (m.block_size, m.emb, m.hidden, m.init.value, m.kind.value) == (3, 10, 200, "lecture", "mlp")
     assert list(cfg.schedule.lrs) == [0.1, 0.01] and list(cfg.schedule.milestones) == [100000]
     t = cfg.train
-    assert (t.steps, t.batch_size, t.eval_test, t.replicas) == (200000, 32, False, 1)
+    assert (t.steps, t.batch_size, t.eval_test, t.replicas, t.engine.value) == (200000, 32, False, 1, "auto")
+    assert (m.layers, m.direct) == (1, False)
+    o = cfg.optimizer  # the lecture's plain SGD
+    assert (o.name, o.momentum, o.nesterov, o.weight_decay) == ("sgd", 0.0, False, 0.0)
     assert t.eval_every is None and t.checkpoint_every > 0  # null: train.steps / 20
     assert cfg.seed == 2147483647 and cfg.resume is False
     assert cfg.device.name.value == "auto"
@@ -38,6 +48,9 @@ def test_defaults_are_the_contract():
     [
         (["model=bigram"], "model.kind", "bigram"),
         (["schedule=cosine"], "schedule.name", "cosine"),
+        (["optimizer=adamw"], "optimizer.betas", [0.9, 0.99]),
+        (["optimizer=sgd", "optimizer.momentum=0.9"], "optimizer.momentum", 0.9),
+        (["train.engine=autograd", "model.layers=3", "model.direct=true"], "train.engine", "autograd"),
         (["device=cpu"], "device.name", "cpu"),
         (["device=cuda"], "device.name", "cuda"),
         (["device=mps"], "device.name", "mps"),
@@ -62,6 +75,7 @@ def test_every_option_composes(overrides, key, expected):
         "data",
         "model",
         "schedule",
+        "optimizer",
         "device",
         "train",
         "seed",
@@ -70,6 +84,7 @@ def test_every_option_composes(overrides, key, expected):
         "lr_find",
     }
     value = OmegaConf.select(cfg, key)
+    value = OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
     assert getattr(value, "name", value) == expected  # enums by name
     validate(cfg)
 
@@ -97,7 +112,8 @@ def test_best_preset():
     cfg = compose_cfg("experiment=best")
     m, t = cfg.model, cfg.train
     assert (m.block_size, m.emb, m.hidden, m.norm.value, m.init.value) == (6, 32, 1000, "layer", "scaled")
-    assert (t.steps, t.batch_size, t.weight_decay, t.eval_test) == (60000, 256, 0.0003, False)
+    assert (t.steps, t.batch_size, t.eval_test) == (60000, 256, False)
+    assert (cfg.optimizer.name, cfg.optimizer.weight_decay) == ("sgd", 0.0003)
     assert (cfg.schedule.lr, cfg.schedule.min_lr) == (0.0626, 0.001)
 
 
@@ -142,7 +158,14 @@ def test_typos_and_types_fail_at_composition(override):
         (["schedule.lrs=[0.1,0.01,0.001]", "schedule.milestones=[100,100]"], "schedule.milestones"),
         (["schedule=cosine", "schedule.lr=0"], "schedule.lr"),
         (["train.replicas=0"], "train.replicas"),
-        (["train.weight_decay=-1"], "train.weight_decay"),
+        (["optimizer.weight_decay=-1"], "optimizer.weight_decay"),
+        (["optimizer=adamw", "optimizer.weight_decay=-1"], "optimizer.weight_decay"),
+        (["optimizer.momentum=1"], "optimizer.momentum"),
+        (["optimizer.nesterov=true"], "optimizer.nesterov"),
+        (["optimizer=adamw", "optimizer.betas=[0.9]"], "optimizer.betas"),
+        (["optimizer=adamw", "optimizer.betas=[0.9,1.0]"], "optimizer.betas"),
+        (["optimizer=adamw", "optimizer.eps=0"], "optimizer.eps"),
+        (["model.layers=0"], "model.layers"),
         (["model=bigram", "model.block_size=3"], "model.block_size"),
     ],
 )
@@ -155,6 +178,16 @@ def test_steps_zero_is_allowed():
     validate(compose_cfg("train.steps=0"))
 
 
+@pytest.mark.parametrize("arg", ["train.weight_decay=0.1", "+train.weight_decay=0.1"])
+def test_the_moved_weight_decay_names_its_new_key(arg):
+    moved = r"train\.weight_decay moved to optimizer\.weight_decay.*optimizer\.weight_decay=0\.1"
+    with pytest.raises(ConfigError, match=moved):
+        check_moved_keys(["model.hidden=3", arg])
+    check_moved_keys(["optimizer.weight_decay=0.1"])
+    with pytest.raises(ConfigCompositionException):  # not a key of the schema any more
+        compose_cfg(arg.lstrip("+"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args, needle",
@@ -164,6 +197,8 @@ def test_steps_zero_is_allowed():
         (["model.hidden=0"], "model.hidden must be an integer >= 1"),
         (["schedule.lrs=[0.1]"], "schedule.lrs needs one more entry than schedule.milestones"),
         (["data.splits=[0.8,0.1,0.2]"], "data.splits"),
+        (["train.weight_decay=0.01"], "train.weight_decay moved to optimizer.weight_decay"),
+        (["train.engine=fast", "model.layers=2"], "train.engine=fast does not support model.layers=2"),
     ],
 )
 def test_cli_bad_config_one_clear_line(tmp_path, args, needle):

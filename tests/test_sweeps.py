@@ -187,7 +187,7 @@ def test_the_best_model_search_runs(tmp_path, words_file):
         "model.norm",
         "train.batch_size",
         "schedule.lr",
-        "train.weight_decay",
+        "optimizer.weight_decay",
     }
     assert len(md_rows(sweep)) == 2
     # trials run one at a time (hydra.sweeper.n_jobs=1), so each may use every core

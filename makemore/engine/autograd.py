@@ -1,0 +1,40 @@
+"""The autograd engine: Net's forward, loss.backward() and a torch.optim optimizer built from the optimizer
+group. Every model option trains here; a new one needs only Net's forward."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .. import optim
+from ..model import Net
+
+
+class AutogradEngine:
+    name = "autograd"
+
+    def __init__(self, model: Net, batch_size: int, optimizer: dict):
+        self.model = model
+        self.opt = optim.build(optimizer, model.parameters())
+
+    def batches(self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor):
+        """Contexts (K, N, block_size) and targets (K, N) of each step."""
+        return X[ix].unbind(0), Y[ix].unbind(0)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, picked: torch.Tensor) -> None:
+        logits = self.model.forward(x, train=True)
+        logp = torch.log_softmax(logits, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, N)
+        picked.copy_(logp.detach())
+        loss = -logp.mean(1).sum()  # replicas are independent: each gets its own mean's gradient
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.set_lr(self.opt, lr)
+        self.opt.step()
+
+    def state(self) -> dict:
+        return copy.deepcopy(self.opt.state_dict())
+
+    def load_state(self, state: dict) -> None:
+        if state:
+            self.opt.load_state_dict(state)

@@ -1,0 +1,130 @@
+"""The optimizer group -> a torch.optim optimizer (autograd engine), or the fast engine's flat-buffer update.
+
+Weight decay applies to the embedding table and the weight matrices (3-D: replica, in, out), never to biases
+or norm parameters (2-D: replica, width). SGD's is coupled (g + wd * p, as torch.optim.SGD); AdamW's is
+decoupled (p *= 1 - lr * wd before the Adam step, as torch.optim.AdamW). The lr comes from the schedule
+each step (`set_lr`).
+
+A new optimizer: a dataclass in config.py (registered in the `optimizer` group), a branch in `build`;
+the fast engine picks it up later, if ever, in `FlatUpdate` with an equivalence test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+
+def decayed(p: torch.Tensor) -> bool:
+    """Matrices and the embedding table (K, in, out); not biases or norm gains and shifts (K, width)."""
+    return p.dim() > 2
+
+
+def build(conf: dict, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """torch.optim optimizer of `conf` (the optimizer group as a dict) over `params`, weight decay on the
+    decayed ones only. The lr is a placeholder: set_lr sets each step's."""
+    params = list(params)
+    wd = conf["weight_decay"]
+    groups = [
+        {"params": [p for p in params if decayed(p)], "weight_decay": wd},
+        {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if conf["name"] == "sgd":
+        return torch.optim.SGD(groups, lr=0.1, momentum=conf["momentum"], nesterov=conf["nesterov"])
+    if conf["name"] == "adamw":
+        return torch.optim.AdamW(groups, lr=1e-3, betas=tuple(conf["betas"]), eps=conf["eps"])
+    raise ValueError(f"unknown optimizer {conf['name']!r}")
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def is_plain_sgd(conf: dict) -> bool:
+    """The lecture's SGD (no momentum): the fast step fuses it into its gradient products."""
+    return conf["name"] == "sgd" and not conf["momentum"]
+
+
+class FlatUpdate:
+    """The fast engine's optimizer: one update of the flat parameter buffer from the flat gradient buffer,
+    in a closed form of a few whole-buffer operations (the same arithmetic as torch.optim's single-tensor
+    SGD and AdamW, in the same order). `decay` is 1 where weight decay applies, 0 elsewhere.
+
+    impl "closed" (default) or, for AdamW, "fused" / "foreach": torch.optim.AdamW's kernels on the buffer
+    (measured slower at the lecture config: bench/speed.py --optimizers)."""
+
+    IMPLS = ("closed", "fused", "foreach")
+
+    def __init__(self, conf: dict, flat: torch.Tensor, grad: torch.Tensor, decay: torch.Tensor, impl: str = "closed"):
+        self.conf, self.flat, self.grad, self.impl = conf, flat, grad, impl
+        self.wd = decay * conf["weight_decay"]  # per element
+        self.has_wd = conf["weight_decay"] > 0
+        self.t = 0
+        self.buf1 = torch.zeros_like(flat)  # SGD: momentum buffer; AdamW: first moment
+        self.buf2 = torch.zeros_like(flat) if conf["name"] == "adamw" else None  # AdamW: second moment
+        self.tmp = torch.empty_like(flat)
+        self.opt = None
+        if conf["name"] == "adamw" and impl != "closed":
+            flat.grad = grad
+            b1, b2 = conf["betas"]
+            self.opt = torch.optim.AdamW(
+                [flat], lr=1e-3, betas=(b1, b2), eps=conf["eps"], weight_decay=0.0, **{impl: True}
+            )
+        elif impl != "closed":
+            raise ValueError(f"FlatUpdate impl {impl!r} is for adamw only")
+
+    def __call__(self, lr: float) -> None:
+        p, g = self.flat, self.grad
+        self.t += 1
+        if self.conf["name"] == "sgd":
+            if self.has_wd:
+                g.addcmul_(self.wd, p)  # coupled: g + wd * p
+            mom = self.conf["momentum"]
+            self.buf1.mul_(mom).add_(g)  # torch starts the buffer at g: 0 * mom + g is the same
+            if self.conf["nesterov"]:
+                p.add_(torch.add(g, self.buf1, alpha=mom, out=self.tmp), alpha=-lr)
+            else:
+                p.add_(self.buf1, alpha=-lr)
+            return
+        if self.has_wd:
+            p.addcmul_(self.wd, p, value=-lr)  # decoupled: p *= 1 - lr * wd, where decayed
+        if self.opt is not None:
+            set_lr(self.opt, lr)
+            self.opt.step()
+            return
+        b1, b2 = self.conf["betas"]
+        self.buf1.lerp_(g, 1 - b1)
+        self.buf2.mul_(b2).addcmul_(g, g, value=1 - b2)
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        denom = torch.sqrt(self.buf2, out=self.tmp).div_(math.sqrt(bc2)).add_(self.conf["eps"])
+        p.addcdiv_(self.buf1, denom, value=-lr / bc1)
+
+    def state(self) -> dict:
+        if self.opt is not None:
+            self._sync_from_opt()
+        s = {"t": self.t, "buf1": self.buf1.clone()}
+        if self.buf2 is not None:
+            s["buf2"] = self.buf2.clone()
+        return s
+
+    def load_state(self, s: dict) -> None:
+        self.t = s["t"]
+        self.buf1.copy_(s["buf1"])
+        if self.buf2 is not None:
+            self.buf2.copy_(s["buf2"])
+        if self.opt is not None and self.t:
+            self.opt.state[self.flat] = {
+                "step": torch.tensor(float(self.t)),
+                "exp_avg": self.buf1.clone(),
+                "exp_avg_sq": self.buf2.clone(),
+            }
+
+    def _sync_from_opt(self) -> None:
+        st = self.opt.state.get(self.flat)
+        if st:
+            self.buf1.copy_(st["exp_avg"])
+            self.buf2.copy_(st["exp_avg_sq"])
