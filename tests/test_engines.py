@@ -26,6 +26,17 @@ OPTIMIZERS = {
     "nesterov_wd": {"name": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
     "adamw": {"name": "adamw", "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.01},
 }
+
+
+def grid(names: str, axes: list, fast: set) -> tuple:
+    """The cross product of `axes` as parametrize arguments; combinations outside `fast` are marked slow: the
+    fast tier keeps a few that together cover every value, CI (both tiers) runs them all."""
+    import itertools
+
+    combos = list(itertools.product(*axes))
+    return names, [pytest.param(*c, marks=() if c in fast else pytest.mark.slow) for c in combos]
+
+
 WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"] * 3
 
 
@@ -87,9 +98,19 @@ def test_one_step_of_the_fast_engine_equals_the_autograd_engine(opt, norm, K):
     assert_same_params(flat, net, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("opt", list(OPTIMIZERS))
-@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
-@pytest.mark.parametrize("K", [1, 2])
+@pytest.mark.parametrize(
+    *grid(
+        "opt, norm, K",
+        [list(OPTIMIZERS), ["none", "batch", "layer"], [1, 2]],
+        {
+            ("sgd", "none", 1),
+            ("momentum", "batch", 2),
+            ("nesterov_wd", "layer", 1),
+            ("adamw", "layer", 2),
+            ("sgd_wd", "batch", 1),
+        },
+    )
+)
 def test_three_hundred_steps_of_the_fast_engine_track_the_autograd_engine(opt, norm, K):
     flat, net, (fast, auto) = run_engines(norm, K, OPTIMIZERS[opt], 300)
     torch.testing.assert_close(fast, auto, rtol=1e-3, atol=1e-3)
@@ -97,8 +118,9 @@ def test_three_hundred_steps_of_the_fast_engine_track_the_autograd_engine(opt, n
     assert auto[-20:].mean() < auto[:20].mean() - 0.5  # it did learn
 
 
-@pytest.mark.parametrize("opt", list(OPTIMIZERS))
-@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+@pytest.mark.parametrize(
+    *grid("opt, norm", [list(OPTIMIZERS), ["none", "batch", "layer"]], {("sgd", "none"), ("adamw", "layer")})
+)
 def test_direct_connections_on_the_fast_engine_equal_the_autograd_engine(opt, norm):
     flat, net, (fast, auto) = run_engines(norm, 2, OPTIMIZERS[opt], 1, direct=True)
     torch.testing.assert_close(fast, auto, rtol=1e-5, atol=1e-6)
@@ -229,8 +251,11 @@ def tiny_data():
 # -- the optimizer state in checkpoints: a resumed fit ends bit-identical ---------------------------------------
 
 
-@pytest.mark.parametrize("form", ["flat", "module"])
-@pytest.mark.parametrize("opt", ["sgd_wd", "nesterov_wd", "adamw"])
+@pytest.mark.parametrize(
+    *grid(
+        "form, opt", [["flat", "module"], ["sgd_wd", "nesterov_wd", "adamw"]], {("flat", "adamw"), ("module", "sgd_wd")}
+    )
+)
 def test_resumed_fit_is_bit_identical_with_the_optimizer_state(form, opt, tiny_data):
     def model():
         kw = dict(block_size=3, emb=4, hidden=16, init="scaled", norm="batch", replicas=2, seed=3)
