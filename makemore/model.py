@@ -34,6 +34,27 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     return 2 * s - 1 if s.requires_grad else s.mul_(2).sub_(1)  # in place only where autograd is off
 
 
+def replica_losses(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Per-replica mean cross-entropy of logits (K, N, V) against Y (K, N): shape (K,)."""
+    K, N, V = logits.shape
+    return F.cross_entropy(logits.reshape(K * N, V), Y.reshape(K * N), reduction="none").view(K, N).mean(1)
+
+
+def summed_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each replica's summed cross-entropy of logits (K, n, V) against targets y (n,) shared by the replicas, in
+    float64 on the CPU (MPS has no float64): one chunk of an evaluation."""
+    K, n, V = logits.shape
+    ce = F.cross_entropy(logits.reshape(-1, V), y.repeat(K), reduction="none")
+    return ce.view(K, n).sum(1).cpu().double()
+
+
+def chunks(X: torch.Tensor, Y: torch.Tensor, replicas: int, device, chunk: int = 32768):
+    """An evaluation's no-grad chunks of (X, Y) on the device, smaller with more replicas."""
+    chunk = max(1024, chunk // replicas)
+    for i in range(0, X.shape[0], chunk):
+        yield X[i : i + chunk].to(device), Y[i : i + chunk].to(device)
+
+
 class MLP:
     """K replicas of the lecture's MLP; plain tensors, no nn.Module, so the fast step can own them."""
 
@@ -176,26 +197,18 @@ class MLP:
 
     def loss(self, X: torch.Tensor, Y: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
         """Per-replica mean cross-entropy, shape (K,)."""
-        logits = self.forward(X, params, train)
-        K, N, V = logits.shape
-        return F.cross_entropy(logits.reshape(K * N, V), Y.reshape(K * N), reduction="none").view(K, N).mean(1)
+        return replica_losses(self.forward(X, params, train), Y)
 
     @torch.no_grad()
     def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
         """Mean loss of each replica over all of (X, Y) (shared by the replicas), in no-grad chunks."""
-        # summed in float64 on the CPU (MPS has no float64), one small copy per chunk
         total = torch.zeros(self.replicas, dtype=torch.float64)
-        chunk = max(1024, chunk // self.replicas)
-        for i in range(0, X.shape[0], chunk):
-            x, y = X[i : i + chunk].to(self.device), Y[i : i + chunk].to(self.device)
-            n = x.shape[0]
+        for x, y in chunks(X, Y, self.replicas, self.device, chunk):
             if self.norm == "none":
                 for k in range(self.replicas):
                     total[k] += F.cross_entropy(self._plain_logits(k, x), y, reduction="sum").cpu().double()
             else:
-                logits = self.forward(x.unsqueeze(0).expand(self.replicas, n, -1), train=False)
-                ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.repeat(self.replicas), reduction="none")
-                total += ce.view(self.replicas, n).sum(1).cpu().double()
+                total += summed_losses(self.forward(x.unsqueeze(0).expand(self.replicas, len(x), -1)), y)
         return (total / max(X.shape[0], 1)).float()
 
     def _plain_logits(self, k: int, x: torch.Tensor) -> torch.Tensor:
@@ -348,21 +361,14 @@ class Net(torch.nn.Module):
 
     def loss(self, X: torch.Tensor, Y: torch.Tensor, params=None, train: bool = False) -> torch.Tensor:
         """Per-replica mean cross-entropy, shape (K,)."""
-        logits = self.forward(X, train=train)
-        K, N, V = logits.shape
-        return F.cross_entropy(logits.reshape(K * N, V), Y.reshape(K * N), reduction="none").view(K, N).mean(1)
+        return replica_losses(self.forward(X, train=train), Y)
 
     @torch.no_grad()
     def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
         """Mean loss of each replica over all of (X, Y), in no-grad chunks summed in float64."""
         total = torch.zeros(self.replicas, dtype=torch.float64)
-        chunk = max(1024, chunk // self.replicas)
-        for i in range(0, X.shape[0], chunk):
-            x, y = X[i : i + chunk].to(self.device), Y[i : i + chunk].to(self.device)
-            n = x.shape[0]
-            logits = self.forward(x.unsqueeze(0).expand(self.replicas, n, -1))
-            ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), y.repeat(self.replicas), reduction="none")
-            total += ce.view(self.replicas, n).sum(1).cpu().double()
+        for x, y in chunks(X, Y, self.replicas, self.device, chunk):
+            total += summed_losses(self.forward(x.unsqueeze(0).expand(self.replicas, len(x), -1)), y)
         return (total / max(X.shape[0], 1)).float()
 
     @torch.no_grad()
