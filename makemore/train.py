@@ -145,6 +145,21 @@ def evaluate(
         torch.set_num_threads(previous)
 
 
+def _evaluate_at(
+    step: int,
+    model,
+    data: Dataset,
+    progress: Progress,
+    hooks: Hooks,
+    threads: int | None,
+    subsets: EvalSets | None = None,
+) -> None:
+    """Evaluate (all examples, or `subsets`), record it in progress.evals and tell the hooks."""
+    ev = evaluate(model, data, threads=threads, subsets=subsets)
+    progress.evals.append({"step": step, **{k: v.tolist() for k, v in ev.items()}})
+    hooks.on_eval(step, ev)
+
+
 def fit(
     model,
     data: Dataset,
@@ -190,9 +205,7 @@ def fit(
         model.fit(data.X["train"], data.Y["train"])
         steps = 0
     if not progress.evals or progress.evals[-1]["step"] != steps:  # steps=0, or nothing left to train
-        ev = evaluate(model, data, threads=eval_threads)
-        progress.evals.append({"step": steps, **{k: v.tolist() for k, v in ev.items()}})
-        hooks.on_eval(steps, ev)
+        _evaluate_at(steps, model, data, progress, hooks, eval_threads)
         hooks.on_checkpoint(progress)  # so even an untrained model can be sampled and resumed
     return progress
 
@@ -255,8 +268,6 @@ def _train(
         progress.losses.append(losses)
         hooks.on_segment(start, losses, lrs, progress)
         if end % eval_every == 0 or end == steps:  # the last evaluation scores every example
-            ev = evaluate(model, data, threads=eval_threads, subsets=None if end == steps else subsets)
-            progress.evals.append({"step": end, **{k: v.tolist() for k, v in ev.items()}})
-            hooks.on_eval(end, ev)
+            _evaluate_at(end, model, data, progress, hooks, eval_threads, None if end == steps else subsets)
         if end % checkpoint_every == 0 or end == steps:
             hooks.on_checkpoint(progress)
