@@ -20,7 +20,7 @@ die() {
   exit 1
 }
 
-pid_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { local pid; pid=$(cat "$1" 2>/dev/null) && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
 not_alive() { ! pid_alive "$1"; }
 munge_up() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 dbd_up() { sacctmgr -n list cluster >/dev/null 2>&1; }
