@@ -26,7 +26,11 @@ munge_up() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
 dbd_up() { sacctmgr -n list cluster >/dev/null 2>&1; }
 node_state() { sinfo -h -n "$NODE" -o %t 2>/dev/null | head -n 1 || true; }
 # up = the controller and the accounting daemon answer, and our node takes jobs (idle, or busy with some)
-cluster_up() { scontrol ping 2>/dev/null | grep -q UP && dbd_up && [[ $(node_state) =~ ^(idle|mix|alloc)$ ]]; }
+# with its slurmd alive (the controller notices a dead one only after SlurmdTimeout, 5 minutes)
+cluster_up() {
+  scontrol ping 2>/dev/null | grep -q UP && dbd_up && [[ $(node_state) =~ ^(idle|mix|alloc)$ ]] &&
+    pid_alive /run/slurmd.pid
+}
 wait_for() { # wait_for SECONDS COMMAND...: until COMMAND succeeds, polling every 0.2 s
   local n=$(($1 * 5))
   shift
