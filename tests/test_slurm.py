@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,20 +63,22 @@ def sweep_of(cwd: Path) -> Path:
 
 
 def slurm_jobs(sweep: Path) -> dict[str, str]:
-    """{SLURM job id: state} for the array tasks submitit submitted from this sweep, as sacct reports them."""
+    """{SLURM job id: final state} of the array tasks submitit submitted from this sweep, as sacct reports them.
+    The sweep ends when the jobs' results are written, a moment before SLURM ends them and sends the records to
+    slurmdbd: wait for that, up to a minute."""
     ids = sorted(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))  # <array>_<task>
     arrays = sorted({i.split("_")[0] for i in ids})
-    r = subprocess.run(
-        ["sacct", "-n", "-X", "-P", "-o", "JobID,State,AllocCPUS", "-j", ",".join(arrays)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    rows = [line.split("|") for line in r.stdout.splitlines()]
-    assert all(cpus == "1" for _, _, cpus in rows), rows  # hydra.launcher.cpus_per_task=1
-    states = {job: state for job, state, _ in rows}
+    cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State,AllocCPUS", "-j", ",".join(arrays)]
+    for _ in range(60):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = [line.split("|") for line in r.stdout.splitlines()]
+        states = {job: state for job, state, _ in rows}
+        if sorted(states) == ids and not {"PENDING", "RUNNING", "COMPLETING"} & set(states.values()):
+            break
+        time.sleep(1)
     assert sorted(states) == ids, (states, ids)
+    assert all(cpus == "1" for _, _, cpus in rows), rows  # hydra.launcher.cpus_per_task=1
     return states
 
 
@@ -101,7 +104,8 @@ def test_a_grid_runs_as_slurm_jobs(cluster, tmp_path, words_file):
     for job in jobs:  # the job sees the one core SLURM gave it (sbatch -c 1), so evaluation takes 1 thread
         assert "torch threads: 1 for training, 1 for evaluation" in (job / "run.log").read_text()
     assert len(md_rows(sweep)) == 4 and "4/4 jobs finished" in r.stdout
-    assert "Bypassing sacct error" not in r.stdout + r.stderr  # submitit follows the jobs through sacct
+    sacct_errors = [line for line in (r.stdout + r.stderr).splitlines() if "Bypassing sacct error" in line]
+    assert not sacct_errors, sacct_errors  # submitit follows the jobs through sacct
 
 
 def pruned_search_missing() -> str | None:
