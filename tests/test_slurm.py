@@ -1,0 +1,150 @@
+"""Sweeps through `hydra/launcher=slurm` on a real SLURM cluster: the one-node cluster that
+.ci/slurm-single-node.sh starts (.ci/run does, as root). Where no cluster answers, these tests skip and say
+why; with MAKEMORE_REQUIRE_SLURM=1 (.ci/run sets it once its cluster is up) they fail instead."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CONF, metrics, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+
+from makemore.config import register_configs, register_resolvers
+
+pytestmark = pytest.mark.slow  # real SLURM jobs, each a Python that imports torch
+
+# one core and 1 GB per job, in the cluster's default partition
+SLURM = (
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=5",
+)
+TINY = ("train.steps=200", "train.eval_every=50", "train.checkpoint_every=200", "samples=2")
+START = "start one with: sudo .ci/slurm-single-node.sh"
+
+
+def missing_cluster() -> str | None:
+    """Why no SLURM cluster can take jobs here, or None when one can."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM here: sinfo is not installed"
+    try:
+        r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "no SLURM cluster answers: sinfo timed out"
+    if r.returncode != 0:
+        return f"no SLURM cluster answers: {(r.stderr.strip().splitlines() or ['sinfo failed'])[-1]}"
+    states = r.stdout.split()
+    if not {"idle", "mix"} & set(states):  # idle* or down: not responding
+        return f"no SLURM node takes jobs (node states: {', '.join(states) or 'none'})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = missing_cluster()
+    if why and os.environ.get("MAKEMORE_REQUIRE_SLURM") == "1":
+        pytest.fail(f"{why}, though MAKEMORE_REQUIRE_SLURM=1 says a cluster was started for these tests")
+    if why:
+        pytest.skip(f"{why}; {START}")
+
+
+def sweep_of(cwd: Path) -> Path:
+    (sweep,) = (cwd / "outputs" / "multirun").iterdir()
+    return sweep
+
+
+def slurm_jobs(sweep: Path) -> dict[str, str]:
+    """{SLURM job id: final state} of the array tasks submitit submitted from this sweep, as sacct reports them.
+    The sweep ends when the jobs' results are written, a moment before SLURM ends them and sends the records to
+    slurmdbd: wait for that, up to a minute."""
+    ids = sorted(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))  # <array>_<task>
+    arrays = sorted({i.split("_")[0] for i in ids})
+    cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State,AllocCPUS", "-j", ",".join(arrays)]
+    for _ in range(60):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = [line.split("|") for line in r.stdout.splitlines()]
+        states = {job: state for job, state, _ in rows}
+        if sorted(states) == ids and not {"PENDING", "RUNNING", "COMPLETING"} & set(states.values()):
+            break
+        time.sleep(1)
+    assert sorted(states) == ids, (states, ids)
+    assert all(cpus == "1" for _, _, cpus in rows), rows  # hydra.launcher.cpus_per_task=1
+    return states
+
+
+def md_rows(sweep: Path) -> list[str]:
+    lines = (sweep / "results.md").read_text().splitlines()
+    return [row for row in lines if row.startswith("| ") and not row.startswith("| #")]
+
+
+def test_a_grid_runs_as_slurm_jobs(cluster, tmp_path, words_file):
+    r = run_cli(
+        "-m", *SLURM, "model.hidden=8,16", "model.emb=2,4", *TINY, f"data.path={words_file}", cwd=tmp_path, timeout=600
+    )
+    assert r.returncode == 0, r.stderr
+    sweep = sweep_of(tmp_path)
+    # one SLURM array of 4 tasks, each finished in the scheduler's own records
+    states = slurm_jobs(sweep)
+    assert len(states) == 4 and set(states.values()) == {"COMPLETED"}, states
+    # the jobs ran this Python (submitit's sbatch script runs the launching process's interpreter)
+    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
+    assert f"{sys.executable} -u -m submitit.core._submit" in script.read_text()
+    jobs = [p.parent for p in sweep.rglob("metrics.json")]
+    assert len(jobs) == 4 and all(metrics(job)["status"] == "ok" for job in jobs)
+    for job in jobs:  # the job sees the one core SLURM gave it (sbatch -c 1), so evaluation takes 1 thread
+        assert "torch threads: 1 for training, 1 for evaluation" in (job / "run.log").read_text()
+    assert len(md_rows(sweep)) == 4 and "4/4 jobs finished" in r.stdout
+    sacct_errors = [line for line in (r.stdout + r.stderr).splitlines() if "Bypassing sacct error" in line]
+    assert not sacct_errors, sacct_errors  # submitit follows the jobs through sacct
+
+
+def pruned_search_missing() -> str | None:
+    """The pruned search needs the project's own Optuna sweeper (hydra.sweeper.pruner)."""
+    register_configs()
+    register_resolvers()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            compose("config", ["hparams_search=optuna", "hydra.sweeper.pruner=median"], return_hydra_config=True)
+    except HydraException as e:
+        return f"hparams_search=optuna has no hydra.sweeper.pruner here (the project's Optuna sweeper): {e}"
+    return None
+
+
+def test_a_pruned_search_runs_as_slurm_jobs_sharing_the_study(cluster, tmp_path, words_file):
+    why = pruned_search_missing()
+    if why:
+        pytest.skip(why.splitlines()[0])
+    optuna = pytest.importorskip("optuna")
+    r = run_cli(
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner=median",
+        *SLURM,
+        *TINY,
+        f"data.path={words_file}",
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    sweep = sweep_of(tmp_path)
+    states = slurm_jobs(sweep)
+    assert len(states) == 4 and set(states.values()) == {"COMPLETED"}, states  # a pruned trial ends normally
+    assert len(md_rows(sweep)) == 4
+    # the study lives in the sweep dir, and every trial, each in its own SLURM job, reported to it
+    (db,) = sweep.rglob("*.db")
+    storage = f"sqlite:///{db}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert len(study.trials) == 4 and all(t.state in finished for t in study.trials)
+    assert all(t.intermediate_values for t in study.trials)
