@@ -131,7 +131,13 @@ def to_markdown(rows: Sequence[dict[str, Any]], title: str, keys: Sequence[str] 
             f"{status.replace('|', '/')} |"
         )
     ok = sum(r["status"] == "ok" for r in rows)
-    lines += ["", f"{ok}/{len(rows)} jobs finished" + (f"; best dev loss {_fmt(rows[0]['dev_loss'])}" if ok else "")]
+    pruned = sum(r["status"] == "pruned" for r in rows)
+    lines += [
+        "",
+        f"{ok}/{len(rows)} jobs finished"
+        + (f", {pruned} pruned" if pruned else "")
+        + (f"; best dev loss {_fmt(rows[0]['dev_loss'])}" if ok else ""),
+    ]
     return "\n".join(lines) + "\n"
 
 
