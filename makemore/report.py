@@ -220,7 +220,8 @@ class SweepCheck(Callback):
         log.info("run dir: %s", sweep_dir.resolve())
         sweep_dir.mkdir(parents=True, exist_ok=True)
         hp = logs.run_hparams(OmegaConf.to_container(config, resolve=False))  # for its keys; values come from jobs
-        logs.sweep_hparams(str(sweep_dir), logs.hparam_names(swept_keys(task, params), hp))
+        if not any(sweep_dir.glob("events.out.tfevents.*")):  # a continued search keeps the summary it wrote
+            logs.sweep_hparams(str(sweep_dir), logs.hparam_names(swept_keys(task, params), hp))
         if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
             import optuna
 

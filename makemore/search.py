@@ -208,10 +208,10 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
         study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
         run_dir = t.user_attrs.get("run_dir")
         if run_dir and Path(run_dir).is_dir() and metrics.read(Path(run_dir)) is None:
-            metrics.write(Path(run_dir), metrics.failed("interrupted: the search stopped while it ran; rerun"))
+            metrics.write(Path(run_dir), metrics.failed("interrupted: the search stopped while it ran; run again"))
         numbers.append(t.number)
     if numbers:
-        log.info("trials %s were interrupted: their points run again", ", ".join(f"#{n}" for n in numbers))
+        log.info("interrupted, to run again as new trials: %s", ", ".join(f"#{n}" for n in numbers))
     return numbers
 
 
