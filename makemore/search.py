@@ -61,24 +61,25 @@ def search_space(overrides: Sequence[str]) -> tuple[dict[str, BaseDistribution],
 
 
 def _distribution(o, key: str) -> BaseDistribution:
-    from hydra.core.override_parser.types import IntervalSweep, Transformer
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep, Transformer
 
-    if o.is_choice_sweep() or (o.is_range_sweep() and o.value().shuffle):
+    v = o.value()
+    if isinstance(v, ChoiceSweep) or (isinstance(v, RangeSweep) and v.shuffle):
         return CategoricalDistribution(list(o.sweep_iterator(transformer=Transformer.encode)))
-    if o.is_range_sweep():
+    if isinstance(v, RangeSweep):
         values = list(o.sweep_iterator())
-        if all(isinstance(v, int) for v in values) and len(values) > 1:
+        if all(isinstance(x, int) for x in values) and len(values) > 1:
             return IntDistribution(min(values), max(values), step=abs(values[1] - values[0]))
         return CategoricalDistribution(values)
-    v = o.value()
-    if o.is_interval_sweep() and isinstance(v, IntervalSweep):
+    if isinstance(v, IntervalSweep):
         log_scale = "log" in v.tags
         if isinstance(v.start, int) and isinstance(v.end, int):
             return IntDistribution(v.start, v.end, log=log_scale)
         return FloatDistribution(float(v.start), float(v.end), log=log_scale)
+    text = (o.input_line or "").partition("=")[2]
     raise SearchError(
-        f"{key}: {o.get_value_element_as_str()} is not a search space; use choice(a,b,...), range(a,b[,step]), "
-        "interval(a,b), int(interval(a,b)) or tag(log, interval(a,b))"
+        f"{key}: {text} is not a search space; use choice(a,b,...), range(a,b[,step]), interval(a,b), "
+        "int(interval(a,b)) or tag(log, interval(a,b))"
     )
 
 
