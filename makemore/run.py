@@ -74,8 +74,6 @@ def train_run(
 
     # From here on the run writes into its dir (bad input has been refused with nothing written).
     log.info("run dir: %s", out)
-    if report is not None:
-        report.record_dir(out)
     log.info("data: %s; examples %s; vocabulary %d", data.source, data.examples(), len(data.vocab))
     log.info(
         "model: %s, %d parameters%s, device %s",

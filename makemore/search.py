@@ -153,9 +153,9 @@ def open_study(
     where: str,
 ) -> optuna.Study:
     """Create the study, or continue the stored one if it was started with this search space and these fixed
-    overrides (else SearchError naming `where`). Trials an interrupted session left running are marked failed
-    (user attr `interrupted`) and their points queued to run again. A continued study's sampler is seeded with
-    seed + its number of trials, so its random start-up points differ from the first session's."""
+    overrides (else SearchError naming `where`, the sweep dir). Trials an interrupted session left running are
+    marked failed and their points queued to run again (requeue_interrupted). A continued study's sampler is
+    seeded with seed + its number of trials, so its random start-up points differ from the first session's."""
     storage_obj = open_storage(storage)
     space_json = {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()}
     fixed_list = sorted(f"{k}={v}" for k, v in fixed.items())
@@ -186,7 +186,7 @@ def open_study(
         study.set_user_attr(SPACE_ATTR, space_json)
         study.set_user_attr(FIXED_ATTR, fixed_list)
     else:
-        requeue_interrupted(study)
+        requeue_interrupted(study, where)
     return study
 
 
@@ -198,18 +198,19 @@ def _difference(attrs: dict, space: dict, fixed: list[str]) -> str:
     return "; ".join(parts) or "not started by this project's sweeper"
 
 
-def requeue_interrupted(study: optuna.Study) -> list[int]:
+def requeue_interrupted(study: optuna.Study, sweep_dir: str | Path) -> list[int]:
     """Mark the trials left running as failed and queue their points again (user attr `rerun_of` on the new
-    trial); their job dirs get a metrics.json saying so. Returns their numbers."""
+    trial); their job dirs (`<number>_<overrides>`, config.job_name) get a metrics.json saying so. Returns
+    their numbers."""
     from . import metrics
 
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
-        run_dir = t.user_attrs.get("run_dir")
-        if run_dir and Path(run_dir).is_dir() and metrics.read(Path(run_dir)) is None:
-            metrics.write(Path(run_dir), metrics.failed("interrupted: the search stopped while it ran; run again"))
+        for job in Path(sweep_dir).glob(f"{t.number}_*"):
+            if job.is_dir() and metrics.read(job) is None:
+                metrics.write(job, metrics.failed("interrupted: the search stopped while it ran; run again"))
         numbers.append(t.number)
     if numbers:
         log.info("interrupted, to run again as new trials: %s", ", ".join(f"#{n}" for n in numbers))
@@ -371,10 +372,6 @@ class TrialReport:
         study_id = backend.get_study_id_from_name(study_name)
         self.trial = optuna.trial.Trial(study, backend.get_trial_id_from_study_id_trial_number(study_id, number))
         self.steps, self.pruner = steps, pruner
-
-    def record_dir(self, run_dir: str | Path) -> None:
-        """Where the job writes (a continued search marks an interrupted trial's dir)."""
-        self.trial.set_user_attr("run_dir", str(Path(run_dir).resolve()))
 
     def __call__(self, step: int, dev_loss: float) -> str | None:
         """The reason to stop here, or None to go on."""

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
+from hydra.core.utils import configure_log
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -93,6 +94,8 @@ class OptunaSweeper(Sweeper):
     def launch_job(self, number: int, overrides: List[str]) -> Optional[Path]:
         """Trial `number` as Hydra job `number` (the job finds its trial by it); returns the job's dir."""
         (ret,) = self.launcher.launch([overrides], initial_job_idx=number)
+        # a job run in this process (basic launcher, joblib on one core) leaves its run.log handler behind
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg is not None else None
 
     def sweep(self, arguments: List[str]) -> Any:
