@@ -4,7 +4,8 @@
 The sweeper process asks Optuna for a trial, launches it as one Hydra job (trial number = hydra.job.num) and
 tells Optuna how it ended; up to n_jobs trials run at once and a trial that ends frees its slot for the next
 at once (no batches). The job itself reports its dev loss at every evaluation to the study's storage and asks
-the pruner whether to go on (`TrialReport`): only search jobs import this module, a single run never does.
+the pruner whether to go on (`TrialReport`). Only a search (its sweeper and its jobs) imports this module and
+Optuna; a single run never does.
 
 The study lives in a storage both sides open: by default a journal file in the sweep dir, so rerunning the
 same command continues an interrupted search (`open_study`).
@@ -255,7 +256,13 @@ def optimize(
                 trial = study.ask(space)
             overrides = trial_overrides(trial.params, fixed)
             log.info("trial #%d: %s", trial.number, " ".join(overrides[: len(trial.params)]))
-            state, value, attrs = launch(trial.number, overrides)
+            try:
+                state, value, attrs = launch(trial.number, overrides)
+            except BaseException:  # the launcher itself failed: stop the search, the other slots start nothing new
+                with lock:
+                    todo[0] = 0
+                    study.tell(trial, state=TrialState.FAIL)
+                raise
             launched += 1
             with lock:
                 for k, v in attrs.items():

@@ -245,6 +245,47 @@ def test_a_short_trial_frees_its_slot_while_a_long_one_runs():
     assert search.optimize(study, n_trials=3, n_jobs=2, space=space, fixed={}, launch=launch) == 0
 
 
+def test_a_launcher_that_fails_stops_the_search_and_fails_its_trial():
+    study = optuna.create_study()
+
+    def launch(number, overrides):
+        raise RuntimeError("sbatch: error: invalid partition")
+
+    with pytest.raises(RuntimeError, match="invalid partition"):
+        search.optimize(study, n_trials=5, n_jobs=1, space={"x": FloatDistribution(0, 1)}, fixed={}, launch=launch)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_a_trial_reports_each_evaluation_and_is_never_pruned_at_its_end(tmp_path):
+    storage = search.storage_path(None, tmp_path)
+    space = {"x": FloatDistribution(0, 1)}
+    study = search.open_study(
+        storage=storage,
+        study_name="s",
+        direction="minimize",
+        space=space,
+        fixed={},
+        sampler_seed=0,
+        n_startup_trials=10,
+        pruner=search.make_pruner("median", steps=300),
+        where=str(tmp_path),
+    )
+    first = study.ask(space)
+    for step, value in ((100, 2.8), (200, 2.6), (300, 2.5)):
+        first.report(value, step)
+    study.tell(first, 2.5)
+    second = study.ask(space)
+    # the job's side, in another process as a search runs it: the study opened from the same journal file
+    settings = {"min_resource": 100, "reduction_factor": 3, "min_trials": 1}
+    report = search.TrialReport(storage, "s", second.number, "median", 300, **settings)
+    assert report(100, 2.7) is None  # better than the first trial at step 100
+    assert report(200, 2.9) == "stopped at step 200 by the median pruner (dev loss 2.9000)"
+    last = search.TrialReport(storage, "s", study.ask(space).number, "median", 300, **settings)
+    assert last(300, 9.0) is None  # the last evaluation: reported, never pruned
+    values = {t.number: t.intermediate_values for t in study.get_trials()}
+    assert values[1] == {100: 2.7, 200: 2.9} and values[2] == {300: 9.0}
+
+
 def test_a_jobs_record_becomes_its_trials_state():
     assert search.job_outcome({"status": "ok", "dev_loss": 2.5}) == (TrialState.COMPLETE, 2.5, {"status": "ok"})
     state, value, attrs = search.job_outcome({"status": "pruned", "dev_loss": 3.0, "error": "stopped at step 100"})
