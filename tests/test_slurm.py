@@ -67,8 +67,9 @@ def slurm_jobs(sweep: Path) -> dict[str, str]:
     """{SLURM job id: final state} of the jobs submitit submitted from this sweep, as sacct reports them.
     The sweep ends when the jobs' results are written, a moment before SLURM ends them and sends the records to
     slurmdbd: wait for that, up to a minute."""
-    # <array>_<task> for a grid's array; <job> for a search's trials, each submitted on its own
-    ids = sorted(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name))
+    # a grid's array: <array>_<task> (and <array>, its script's dir); a search's trials: <job>, one job each
+    names = [p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)]
+    ids = sorted(set(names) - {n.split("_")[0] for n in names if "_" in n})
     arrays = sorted({i.split("_")[0] for i in ids})
     cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State,AllocCPUS", "-j", ",".join(arrays)]
     for _ in range(60):
