@@ -1,7 +1,8 @@
 """Searches on the project's Optuna sweeper (hydra/sweeper=makemore_optuna, makemore/search.py): the search
 space, the pruners, a study continued after an interruption, the loop without a batch barrier and a pruned
 run's record (fast, in process, on real Optuna studies); then real searches through subprocesses: pruning
-recorded everywhere, resuming after SIGKILL, a slot freed at once, optuna-dashboard serving a study."""
+recorded everywhere, resuming after SIGKILL, a slot freed at once, optuna-dashboard serving a study, and a
+single run that never imports Optuna."""
 
 from __future__ import annotations
 
@@ -393,6 +394,19 @@ def pruned_search(tmp_path_factory, words_file):
 
 def _jobs(sweep: Path) -> dict[int, Path]:
     return {int(p.name.split("_")[0]): p for p in sweep.iterdir() if p.is_dir() and (p / ".hydra").is_dir()}
+
+
+@pytest.mark.slow
+def test_a_single_run_never_imports_optuna(tmp_path, words_file):
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['makemore.run', 'train.steps=20', 'samples=0', 'data.path={words_file}']\n"
+        "runpy.run_module('makemore.run', run_name='__main__')\n"
+        "assert 'optuna' not in sys.modules, 'a single run imported optuna'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert (next((tmp_path / "outputs" / "runs").iterdir()) / "metrics.json").is_file()
 
 
 @pytest.mark.slow
