@@ -1,12 +1,16 @@
-"""Rebuild the README's TensorBoard pictures (docs/img/tensorboard_*.png) from the project's own commands.
+"""Rebuild the README's pictures of TensorBoard (docs/img/tensorboard_*.png) and optuna-dashboard
+(docs/img/optuna_dashboard.png) from the project's own commands.
 
-    pip install -e ".[docs]"           # playwright (the Python package; it drives the system's Chromium)
+    pip install -e ".[docs,dashboard]" # playwright (the Python package; it drives the system's Chromium)
     apt-get install chromium           # or any Chromium/Chrome: --browser PATH
-    python docs/screenshots.py [--data ../shared/data/names.txt] [--steps 20000]
+    python docs/screenshots.py [--data ../shared/data/names.txt] [--steps 20000] [--only tensorboard|dashboard]
 
-It trains the README's 2x2 grid (`python -m makemore.run -m model.emb=2,10 model.hidden=100,300 ...`) in a
-scratch dir, serves it with `tensorboard --logdir <sweep dir>` on 127.0.0.1 and takes headless screenshots of
-the landing tab (Time Series), Custom Scalars and HParams, as a user's first look at them.
+TensorBoard: it trains the README's 2x2 grid (`python -m makemore.run -m model.emb=2,10 model.hidden=100,300
+...`) in a scratch dir, serves it with `tensorboard --logdir <sweep dir>` on 127.0.0.1 and takes headless
+screenshots of the landing tab (Time Series), Custom Scalars and HParams, as a user's first look at them.
+optuna-dashboard: it runs a short search (`python -m makemore.run hparams_search=optuna
+hydra.sweeper.n_trials=16 train.steps=3000 hydra.sweeper.min_resource=300 ...`), serves its study with
+`optuna-dashboard <sweep dir>/optuna.journal` and shoots the study's page.
 """
 
 from __future__ import annotations
@@ -47,10 +51,39 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--browser", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     p.add_argument("--out", default=str(IMG))
+    p.add_argument("--only", choices=("tensorboard", "dashboard"), help="make only these pictures")
+    p.add_argument("--search-steps", type=int, default=3000, help="steps per trial of the dashboard's search")
     args = p.parse_args()
     if not args.browser:
         print("error: no Chromium found: apt-get install chromium, or pass --browser PATH", file=sys.stderr)
         return 2
+    if args.only != "dashboard":
+        tensorboard_shots(args)
+    if args.only != "tensorboard":
+        dashboard_shot(args)
+    return 0
+
+
+FLAGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+def wait_for(url: str, seconds: float = 60) -> None:
+    for _ in range(int(seconds * 2)):
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+
+
+def tensorboard_shots(args) -> None:
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="makemore-shots-"))
@@ -74,25 +107,12 @@ def main() -> int:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(60):
-            try:
-                urllib.request.urlopen(base, timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for(base)
         time.sleep(3)  # the first load of the logdir
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        flags = [
-            "--no-sandbox",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--no-first-run",
-        ]
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.browser, args=flags)
+            browser = pw.chromium.launch(executable_path=args.browser, args=FLAGS)
             for name, path in PAGES.items():
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(base + path, wait_until="networkidle")
@@ -105,7 +125,55 @@ def main() -> int:
         tb.terminate()
         tb.wait(10)
         shutil.rmtree(work, ignore_errors=True)
-    return 0
+
+
+def dashboard_shot(args) -> None:
+    """A short search with pruning (its min_resource scaled to the short trials), its study in optuna-dashboard."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="makemore-shots-"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "makemore.run",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=16",
+        f"train.steps={args.search_steps}",
+        f"hydra.sweeper.min_resource={args.search_steps // 10}",
+        "samples=0",
+    ] + ([f"data.path={Path(args.data).resolve()}"] if args.data else [])
+    print("$", " ".join(cmd[1:]))
+    subprocess.run(cmd, cwd=work, check=True)
+    journal = work / "outputs" / "search" / "makemore" / "optuna.journal"
+    port = free_port()
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    print("$ optuna-dashboard", journal.relative_to(work))
+    server = subprocess.Popen(
+        [str(exe), str(journal), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(base + "/api/studies")
+        with urllib.request.urlopen(base + "/api/studies", timeout=10) as r:
+            (study,) = json.loads(r.read())["study_summaries"]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.browser, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1350})  # history, importance, timeline
+            page.goto(f"{base}/dashboard/studies/{study['study_id']}", wait_until="networkidle")
+            time.sleep(6)  # the plots draw after the data arrive
+            page.screenshot(path=str(out / "optuna_dashboard.png"))
+            browser.close()
+        print("wrote", out / "optuna_dashboard.png")
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

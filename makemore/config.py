@@ -197,6 +197,10 @@ def register_configs() -> None:
         cs.store(group="experiment", name=preset.stem, node=OmegaConf.load(preset), package="_global_")
 
 
+# the project's Optuna sweeper (hydra_plugins/makemore_optuna, logic in search.py): `hydra/sweeper=makemore_optuna`
+SEARCH_SWEEPER = "hydra_plugins.makemore_optuna.optuna_sweeper.OptunaSweeper"
+
+
 # -- where runs go: the one definition of the run and sweep dir layout -----------------------------------------
 
 # group choices that select presets: they are not knobs of a run (the sweep report leaves them out)

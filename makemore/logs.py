@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import torch
 
 from . import metrics
-from .train import Hooks, Progress
+from .train import Hooks, Progress, Pruned
 
 log = logging.getLogger("makemore")
 
@@ -153,10 +153,11 @@ class TensorBoard:
         self.writer.file_writer.add_summary(_hparams_summary(metadata.SESSION_START_INFO_TAG, session_start_info=info))
 
     def hparams_end(self, status: str) -> None:
-        """ok -> success; anything else (diverged, failed) -> failure: TensorBoard's status column."""
+        """TensorBoard's status of the run: ok -> Success; pruned -> Unknown (stopped early on purpose: neither
+        a success nor a failure, and a status of its own to filter on); diverged, failed -> Failure."""
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-        code = api_pb2.STATUS_SUCCESS if status == "ok" else api_pb2.STATUS_FAILURE
+        code = {"ok": api_pb2.STATUS_SUCCESS, "pruned": api_pb2.STATUS_UNKNOWN}.get(status, api_pb2.STATUS_FAILURE)
         info = plugin_data_pb2.SessionEndInfo(status=code, end_time_secs=time.time())
         self.writer.file_writer.add_summary(_hparams_summary(metadata.SESSION_END_INFO_TAG, session_end_info=info))
 
@@ -227,10 +228,12 @@ class Console:
 
 
 class RunLog(Hooks):
-    """The training loop's hooks for a run: TensorBoard, console, checkpoints."""
+    """The training loop's hooks for a run: TensorBoard, console, checkpoints; in a search's trial `judge`
+    (search.TrialReport) gets the dev loss of each evaluation and may stop the run there (train.Pruned)."""
 
-    def __init__(self, tb: TensorBoard, console: Console, log_every: int, save_checkpoint):
+    def __init__(self, tb: TensorBoard, console: Console, log_every: int, save_checkpoint, judge=None):
         self.tb, self.console, self.log_every, self.save_checkpoint = tb, console, log_every, save_checkpoint
+        self.judge = judge
         self.window = [0.0, 0.0, 0]  # sums of loss and log10 loss, and steps, since the last point
 
     def on_segment(self, start: int, losses: torch.Tensor, lrs: list[float], progress: Progress) -> None:
@@ -268,6 +271,9 @@ class RunLog(Hooks):
             for s, v in losses.items()
         )
         self.console.message(f"step {step}: {parts}")
+        reason = self.judge(step, values["loss/dev"]) if self.judge is not None else None
+        if reason:
+            raise Pruned(step, reason)
 
     def on_checkpoint(self, progress: Progress) -> None:
         self.save_checkpoint(progress)

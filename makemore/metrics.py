@@ -1,13 +1,13 @@
 """metrics.json: the one record of a run's result, written by a run and read by the sweep report.
 
-train_loss, dev_loss, test_loss   the replicas' mean at the last evaluation (null unless status ok;
-                                  test only with train.eval_test=true)
+train_loss, dev_loss, test_loss   the replicas' mean at the last evaluation (null unless status ok or
+                                  pruned; test only with train.eval_test=true and status ok)
 steps, params, seconds            steps trained, parameters of one replica, time in training steps
 steps_per_second                  steps / seconds (the console's figure too)
 model_steps_per_second            x replicas
 examples, replicas, device
-status                            ok | diverged | failed
-error                             the one-line message when status is not ok
+status                            ok | pruned (a search's pruner stopped it) | diverged | failed
+error                             the one-line message when status is not ok (pruned: the step and why)
 wall_seconds                      the whole job, start to end (data, training, outputs)
 *_std, replica_losses             with replicas > 1
 fit                               full-batch runs: analysis.fit_report
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 FILENAME = "metrics.json"
-STATUSES = ("ok", "diverged", "failed")
+STATUSES = ("ok", "pruned", "diverged", "failed")
 LOSSES = ("train_loss", "dev_loss", "test_loss")
 
 

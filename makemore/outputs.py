@@ -28,7 +28,8 @@ def finish(
     full_batch: bool = False,
 ) -> dict[str, Any]:
     ok = status == "ok"
-    last = progress.evals[-1] if ok and progress.evals else {}
+    done = ok or status == "pruned"  # a pruned run ends like a finished one, at its last evaluation
+    last = progress.evals[-1] if done and progress.evals else {}
     losses = {"train": last.get("train"), "dev": last.get("dev"), "test": None}
     if ok and eval_test:
         losses["test"] = evaluate(model, data, ("test",))["test"].tolist()
@@ -43,7 +44,7 @@ def finish(
         status=status,
         error=error,
     )
-    if ok:
+    if done:
         write_samples(out, model, data, samples, seed + 10, progress.step, tb)
         if model.trainable and progress.step > 0:  # an untrained model has no curve and a random map
             draw_plots(model, data.vocab, progress, out, tb)

@@ -131,7 +131,13 @@ def to_markdown(rows: Sequence[dict[str, Any]], title: str, keys: Sequence[str] 
             f"{status.replace('|', '/')} |"
         )
     ok = sum(r["status"] == "ok" for r in rows)
-    lines += ["", f"{ok}/{len(rows)} jobs finished" + (f"; best dev loss {_fmt(rows[0]['dev_loss'])}" if ok else "")]
+    pruned = sum(r["status"] == "pruned" for r in rows)
+    lines += [
+        "",
+        f"{ok}/{len(rows)} jobs finished"
+        + (f", {pruned} pruned" if pruned else "")
+        + (f"; best dev loss {_fmt(rows[0]['dev_loss'])}" if ok else ""),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -214,7 +220,8 @@ class SweepCheck(Callback):
         log.info("run dir: %s", sweep_dir.resolve())
         sweep_dir.mkdir(parents=True, exist_ok=True)
         hp = logs.run_hparams(OmegaConf.to_container(config, resolve=False))  # for its keys; values come from jobs
-        logs.sweep_hparams(str(sweep_dir), logs.hparam_names(swept_keys(task, params), hp))
+        if not any(sweep_dir.glob("events.out.tfevents.*")):  # a continued search keeps the summary it wrote
+            logs.sweep_hparams(str(sweep_dir), logs.hparam_names(swept_keys(task, params), hp))
         if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
             import optuna
 

@@ -20,7 +20,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, check_moved_keys, register_configs, register_resolvers, to_dict, validate
+from .config import (
+    SEARCH_SWEEPER,
+    ConfigError,
+    check_moved_keys,
+    register_configs,
+    register_resolvers,
+    to_dict,
+    validate,
+)
 
 log = logging.getLogger("makemore")
 
@@ -29,11 +37,18 @@ register_resolvers()
 
 
 def train_run(
-    cfg: DictConfig, out: Path, *, jobs: int = 1, overridden: list[str] | None = None, trial_id: str = ""
+    cfg: DictConfig,
+    out: Path,
+    *,
+    jobs: int = 1,
+    overridden: list[str] | None = None,
+    trial_id: str = "",
+    report: Any = None,
 ) -> dict[str, Any]:
     """One run into `out`; returns metrics.json's content. Raises ConfigError on bad input, before writing.
     `jobs`: runs sharing this machine now; `overridden`: keys listed first in HParams (None in a sweep job,
-    whose sweep lists its own); `trial_id`: the run's name in the HParams table."""
+    whose sweep lists its own); `trial_id`: the run's name in the HParams table; `report`: a search trial's
+    search.TrialReport (gets the dev loss of each evaluation; its pruner may stop the run: status pruned)."""
     import torch
 
     from . import checkpoint, device, logs, metrics, outputs, schedule, train
@@ -111,10 +126,12 @@ def train_run(
                 progress=progress,
                 eval_threads=eval_threads,
                 eval_examples=cfg.train.eval_examples,
-                hooks=logs.RunLog(tb, console, cfg.train.log_every, save),
+                hooks=logs.RunLog(tb, console, cfg.train.log_every, save, judge=report),
             )
     except train.Diverged as e:  # reported once, by main
         status, error = "diverged", str(e)
+    except train.Pruned as e:
+        status, error = "pruned", str(e)
     torch.set_num_threads(eval_threads)
     m = outputs.finish(
         out,
@@ -145,8 +162,19 @@ def parallel_jobs(hc: DictConfig) -> int:
         return 1
     n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=1) or 1
     n_jobs = cores() if n_jobs < 0 else int(n_jobs)
-    batch = OmegaConf.select(hc, "sweeper.n_jobs", default=None)  # Optuna launches trials in batches of this
-    return min(n_jobs, int(batch)) if batch and batch > 0 else n_jobs
+    trials = OmegaConf.select(hc, "sweeper.n_jobs", default=None)  # a search runs at most this many trials at once
+    return min(n_jobs, int(trials)) if trials and trials > 0 else n_jobs
+
+
+def search_report(hc: DictConfig, steps: int) -> Any:
+    """In a trial job of the project's Optuna sweeper: its search.TrialReport (the trial number is the job
+    number); None anywhere else, so a single run never imports Optuna."""
+    if hc.mode != RunMode.MULTIRUN or OmegaConf.select(hc, "sweeper._target_") != SEARCH_SWEEPER:
+        return None
+    from . import search
+
+    sweeper = OmegaConf.to_container(hc.sweeper, resolve=True, enum_to_str=True)
+    return search.job_trial(sweeper, hc.sweep.dir, hc.job.num, steps)
 
 
 def overridden_keys(hc: DictConfig) -> list[str]:
@@ -192,7 +220,12 @@ def main(cfg: DictConfig) -> float:
         label_job_lines(hc)
     try:
         m = train_run(
-            cfg, out, jobs=parallel_jobs(hc), overridden=overridden_keys(hc) if single else None, trial_id=trial_id(hc)
+            cfg,
+            out,
+            jobs=parallel_jobs(hc),
+            overridden=overridden_keys(hc) if single else None,
+            trial_id=trial_id(hc),
+            report=search_report(hc, cfg.train.steps),
         )
     except ConfigError as e:
         if single:  # one clear line, no traceback, non-zero exit; run.log (of a run resumed with bad input) untouched
@@ -208,6 +241,9 @@ def main(cfg: DictConfig) -> float:
         metrics.write(out, metrics.failed(f"{type(e).__name__}: {e}"))
         return math.inf
     log.info("run dir: %s", out)
+    if m["status"] == "pruned":  # only a search's trials are pruned: its sweeper reads metrics.json
+        log.info("%s", m["error"])
+        return m["dev_loss"]
     if m["status"] != "ok":
         if single:
             print(f"error: {m['error']}", file=sys.stderr)

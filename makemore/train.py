@@ -46,6 +46,15 @@ class Diverged(RuntimeError):
         self.step, self.lr, self.loss = step, lr, loss
 
 
+class Pruned(RuntimeError):
+    """Raised by a hook's on_eval to end training at that evaluation (a search's pruner stopped the trial); the
+    loop checkpoints that step, as at the end of a run, and re-raises."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(reason)
+        self.step = step
+
+
 def eval_interval(eval_every: int | None, steps: int) -> int:
     """train.eval_every, or when it is null, steps / EVAL_POINTS rounded up (at least 1)."""
     return eval_every if eval_every else max(1, math.ceil(steps / EVAL_POINTS))
@@ -110,7 +119,7 @@ class Hooks:
 
     def on_segment(self, start: int, losses: torch.Tensor, lrs: list[float], progress: Progress) -> None: ...
 
-    def on_eval(self, step: int, losses: dict[str, torch.Tensor]) -> None: ...
+    def on_eval(self, step: int, losses: dict[str, torch.Tensor]) -> None: ...  # may raise Pruned
 
     def on_checkpoint(self, progress: Progress) -> None: ...
 
@@ -268,6 +277,11 @@ def _train(
         progress.losses.append(losses)
         hooks.on_segment(start, losses, lrs, progress)
         if end % eval_every == 0 or end == steps:  # the last evaluation scores every example
-            _evaluate_at(end, model, data, progress, hooks, eval_threads, None if end == steps else subsets)
+            try:
+                _evaluate_at(end, model, data, progress, hooks, eval_threads, None if end == steps else subsets)
+            except Pruned:
+                progress.optimizer = engine.state()
+                hooks.on_checkpoint(progress)
+                raise
         if end % checkpoint_every == 0 or end == steps:
             hooks.on_checkpoint(progress)

@@ -60,6 +60,10 @@ def test_defaults_are_the_contract():
         (["experiment=best"], "model.hidden", 1000),
         (["hparams_search=optuna"], "hydra.sweeper.study_name", "makemore"),
         (["hparams_search=mlp_wide"], "hydra.sweeper.n_trials", 40),
+        (["hparams_search=mlp_wide"], "hydra.sweeper.min_resource", 5000),
+        (["hparams_search=mlp_wide"], "hydra.sweep.dir", "outputs/search/mlp_wide"),
+        (["hparams_search=optuna", "hydra.sweeper.pruner=median"], "hydra.sweeper.pruner", "median"),
+        (["hydra/sweeper=makemore_optuna"], "hydra.sweeper.pruner", "hyperband"),
         (["hydra/launcher=slurm"], "hydra.launcher.mem_gb", 4),
         (
             ["hydra/launcher=submitit_local"],

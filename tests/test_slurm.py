@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
 from makemore.config import register_configs, register_resolvers
+from makemore.search import open_storage
 
 pytestmark = pytest.mark.slow  # real SLURM jobs, each a Python that imports torch
 
@@ -63,10 +64,12 @@ def sweep_of(cwd: Path) -> Path:
 
 
 def slurm_jobs(sweep: Path) -> dict[str, str]:
-    """{SLURM job id: final state} of the array tasks submitit submitted from this sweep, as sacct reports them.
+    """{SLURM job id: final state} of the jobs submitit submitted from this sweep, as sacct reports them.
     The sweep ends when the jobs' results are written, a moment before SLURM ends them and sends the records to
     slurmdbd: wait for that, up to a minute."""
-    ids = sorted(p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name))  # <array>_<task>
+    # a grid's array: <array>_<task> (and <array>, its script's dir); a search's trials: <job>, one job each
+    names = [p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)]
+    ids = sorted(set(names) - {n.split("_")[0] for n in names if "_" in n})
     arrays = sorted({i.split("_")[0] for i in ids})
     cmd = ["sacct", "-n", "-X", "-P", "-o", "JobID,State,AllocCPUS", "-j", ",".join(arrays)]
     for _ in range(60):
@@ -136,13 +139,12 @@ def test_a_pruned_search_runs_as_slurm_jobs_sharing_the_study(cluster, tmp_path,
         timeout=600,
     )
     assert r.returncode == 0, r.stderr
-    sweep = sweep_of(tmp_path)
+    sweep = tmp_path / "outputs" / "search" / "makemore"  # the preset's stable dir (hydra.sweeper.study_name)
     states = slurm_jobs(sweep)
     assert len(states) == 4 and set(states.values()) == {"COMPLETED"}, states  # a pruned trial ends normally
     assert len(md_rows(sweep)) == 4
-    # the study lives in the sweep dir, and every trial, each in its own SLURM job, reported to it
-    (db,) = sweep.rglob("*.db")
-    storage = f"sqlite:///{db}"
+    # the study lives in the sweep dir (a journal file), and every trial, each in its own SLURM job, reported to it
+    storage = open_storage(str(sweep / "optuna.journal"))
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
     finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from makemore import device
-from makemore.config import JOB_DEPTHS, job_name, sweep_root
+from makemore.config import JOB_DEPTHS, SEARCH_SWEEPER, job_name, sweep_root
 from makemore.model import build
 from makemore.report import find_jobs
 
@@ -36,13 +36,8 @@ def test_no_module_imports_the_cli_module():
         ("model.emb=2,model.hidden=8", ["model.emb=2", "model.hidden=8"], 0, "Basic", "model.emb=2,model.hidden=8"),
         ("model.hidden=8", ["model.hidden=8", "seed=3"], 1, "BasicSweeper", "model.hidden=8/seed=3"),
         ("", [], 0, "BasicSweeper", "defaults"),
-        (
-            "model.emb=2",
-            ["model.emb=2"],
-            7,
-            "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
-            "7_model.emb=2",
-        ),  # Optuna may repeat a point: the trial number leads
+        ("model.emb=2", ["model.emb=2"], 7, SEARCH_SWEEPER, "7_model.emb=2"),  # a search may repeat a point:
+        # the trial number leads
     ],
 )
 def test_job_names(dirname, overrides, num, sweeper, expected):
