@@ -172,7 +172,7 @@ class FastStep:
             s = self._norm_forward(self._to32(self.hpre, self.hpre32)).sigmoid_()
         torch.add(self.neg_one, s, alpha=2.0, out=self.h)  # tanh(y) = 2 sigmoid(2y) - 1
         self._mm(self.h_a, self.W2p, out=self.logits)
-        lsm = torch.log_softmax(self.logits, dim=-1, dtype=torch.float32)
+        lsm = torch.log_softmax(self.logits, dim=-1, dtype=torch.float32 if self.low else None)
         torch.gather(lsm, -1, Y, out=picked)
         # backward: dlogits = softmax - onehot (the 1/N goes into the updates' alpha)
         dlogits = lsm.exp_()
