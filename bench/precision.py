@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from makemore import data as data_mod  # noqa: E402
 from makemore import engine as engines  # noqa: E402
@@ -154,7 +155,7 @@ def train_both(conf: dict, ds, threads: int, steps: int) -> None:
             ds,
             steps=steps,
             batch_size=conf["train"]["batch_size"],
-            schedule=schedule_mod.build(conf["schedule"], steps),
+            schedule=schedule_mod.build(OmegaConf.create(conf["schedule"]), steps),
             eval_every=steps,
             checkpoint_every=steps,
             seed=conf["seed"],

@@ -6,7 +6,7 @@ torch.profiler; see bench/):
   - gradients are the closed forms of makemore part 4 instead of autograd's graph;
   - biases ride along as the last row of their weight matrix against a ones column of the input, and
     weight updates are fused into the gradient products: `W.addmm_(a^T, d, alpha=-lr/N)` computes
-    W -= lr * a^T d / N in one call; the embedding rows get one accumulating `index_put_`;
+    W -= lr * a^T d / N in one call; the embedding rows get one `index_add_` (2x an accumulating index_put_);
   - tanh(x) is computed as 2*sigmoid(2x) - 1: this torch build's CPU tanh is ~6x slower than sigmoid;
   - the output layer is padded to a multiple of 16 classes (model.py), which MKL multiplies faster;
   - every intermediate lives in a buffer preallocated for the batch shape (`out=` everywhere);
@@ -37,8 +37,10 @@ are refreshed before each step), each product's bf16 result is added into them o
 elementwise pass (norm, sigmoid, softmax, the loss) runs in fp32 on fp32 buffers, because this torch's
 elementwise kernels are no faster on bf16 than on fp32 (measured). Evaluation is always fp32 (model.forward).
 
-Weight decay (on C, W1, W2) is applied as p *= 1 - lr * wd after the gradients that read those weights
-were computed and before the gradient update: exactly SGD's p -= lr * (g + wd * p).
+Weight decay (on C, W1, W2, D) is SGD's p -= lr * (g + wd * p), applied after the gradients that read those
+weights were computed: C is scaled by c = 1 - lr * wd, and W1a and W2a get c as the beta of their update
+products (W = c W + alpha a^T d: no pass of its own), after which their bias rows get back the (1 - c) b that
+biases must not lose.
 
 With a `grad` buffer (shaped like the model's flat buffer) the step writes the gradients there instead of
 updating, for another optimizer (optim.FlatUpdate) to apply: the same products with alpha = 1/N, the
@@ -89,7 +91,9 @@ class FastStep:
         W1p, W2p = (torch.empty_like(st[n], dtype=dt) for n in ("W1a", "W2a")) if self.low else (st["W1a"], st["W2a"])
         self.W1p, self.W2p = sq(W1p), sq(W2p)
         self.W1T, self.W2T = sq(W1p[:, :BE].transpose(1, 2)), sq(W2p[:, :H].transpose(1, 2))
-        self.decayed = [model.params[n] for n in MLP.DECAYED if n in model.params]
+        # the bias rows (b1: W1a's last; b2: W2a's row H), kept across a decaying update (see the docstring)
+        self.b1, self.b2 = self.W1a[..., BE, :], self.W2a[..., H, :]
+        self.b1_keep, self.b2_keep = torch.empty_like(self.b1), torch.empty_like(self.b2)
 
         def buf(*shape, dtype=torch.float32, fill=None):
             if fill is None:
@@ -192,31 +196,38 @@ class FastStep:
             self._weight_grad(self.gW1a, self.emb_aT, dhpre, step4, "gW1p")
             if m.norm == "batch":  # b1's gradient is exactly 0 before batch norm (float noise here): hold it
                 self.gW1a[..., -1, :].zero_()
-            self.gC2.index_put_((ix,), self.demb_rows, accumulate=True)
+            self.gC2.index_add_(0, ix, self.demb_rows)
             return
         # update: the gradients that read W1 and W2 are done, so decay and step may change them now
+        c = 1.0 - lr * self.wd
         if self.wd:
-            for p in self.decayed:
-                p.mul_(1.0 - lr * self.wd)
-        self._weight_grad(self.W2a, self.h_aT, dl, step, "gW2p")
-        self._weight_grad(self.W1a, self.emb_aT, dhpre, step4, "gW1p")
-        self.C2.index_put_((ix,), self.demb_rows, accumulate=True)
+            self.C2.mul_(c)
+            self.b1_keep.copy_(self.b1)
+            self.b2_keep.copy_(self.b2)
+        self._weight_grad(self.W2a, self.h_aT, dl, step, "gW2p", beta=c)
+        self._weight_grad(self.W1a, self.emb_aT, dhpre, step4, "gW1p", beta=c)
+        if self.wd:
+            self.b1.add_(self.b1_keep, alpha=1.0 - c)
+            self.b2.add_(self.b2_keep, alpha=1.0 - c)
+        self.C2.index_add_(0, ix, self.demb_rows)
 
     def _to32(self, t: torch.Tensor, t32: torch.Tensor) -> torch.Tensor:
         return t32.copy_(t) if self.low else t
 
-    def _weight_grad(self, target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, low_buf: str):
-        """target += alpha a b (an update of the masters, or a zeroed gradient buffer filled): fp32 fuses it
-        into the product; bf16 takes the product's bf16 result and adds it into the fp32 target."""
+    def _weight_grad(
+        self, target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, low_buf: str, beta: float = 1.0
+    ):
+        """target = beta target + alpha a b (an update of the masters, or a zeroed gradient buffer filled): fp32
+        fuses it into the product; bf16 takes the product's bf16 result and adds it into the fp32 target."""
         if not self.low:
             if self.grad is None:
-                self._addmm_(target, a, b, alpha=alpha)
+                self._addmm_(target, a, b, beta=beta, alpha=alpha)
             else:
                 self._addmm(target, a, b, beta=0, alpha=alpha, out=target)
             return
         g = getattr(self, low_buf)
         self._addmm(g, a, b, beta=0, alpha=alpha, out=g)
-        target.add_(g)
+        torch.add(g, target, alpha=beta, out=target)
 
     # -- normalization of the hidden pre-activations (batch or layer norm) --------------------------
 
