@@ -43,6 +43,11 @@ class Engine(Enum):
     autograd = "autograd"  # nn.Module + torch.optim: every option
 
 
+class Precision(Enum):
+    fp32 = "fp32"  # float32 everywhere
+    bf16 = "bf16"  # bfloat16 matrix products, float32 weights, losses, sums and evaluation
+
+
 class DeviceKind(Enum):
     auto = "auto"
     cpu = "cpu"
@@ -117,6 +122,7 @@ class TrainConfig:
     checkpoint_every: int = 10000
     replicas: int = 1
     engine: Engine = Engine.auto
+    precision: Precision = Precision.fp32
     log_every: int = 100  # steps per TensorBoard minibatch-loss point
 
 

@@ -28,6 +28,30 @@ def resolve(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """train.precision=bf16 needs bfloat16 products on the device: a CUDA GPU that has them (Ampere on), a CPU
+    that oneDNN runs them on (AVX-512 and newer), or MPS on macOS 14 or later."""
+    if precision == "fp32":
+        return
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+    elif device.type == "cpu":
+        ok = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    else:
+        try:
+            ok = bool(
+                (
+                    torch.ones(2, 2, device=device, dtype=torch.bfloat16)
+                    @ torch.ones(2, 2, device=device, dtype=torch.bfloat16)
+                ).sum()
+                == 8
+            )
+        except (RuntimeError, TypeError):
+            ok = False
+    if not ok:
+        raise ConfigError(f"train.precision=bf16 but this {device.type} has no bfloat16 products; allowed here: fp32")
+
+
 def cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -56,7 +56,15 @@ def suggest(exponents: list[float], smoothed: list[float], back_off: float = BAC
 
 
 def find_lr(
-    model, data, steps: int, start: float, end: float, batch_size: int, seed: int, optimizer: dict | None = None
+    model,
+    data,
+    steps: int,
+    start: float,
+    end: float,
+    batch_size: int,
+    seed: int,
+    optimizer: dict | None = None,
+    precision: str = "fp32",
 ) -> tuple[list[float], list[float]]:
     """The sweep itself: one step per exponent, stopping early once the loss is no longer finite."""
     from . import engine as engines
@@ -64,7 +72,7 @@ def find_lr(
     exps = torch.linspace(start, end, steps).tolist()
     Xtr, Ytr = data.X["train"].to(model.device), data.Y["train"].to(model.device)
     N = batch_size or Xtr.shape[0]
-    step = engines.make(model, N, optimizer)
+    step = engines.make(model, N, optimizer, precision)
     g = torch.Generator().manual_seed(seed)
     if batch_size:
         ix = torch.randint(0, Xtr.shape[0], (steps, model.replicas, N), generator=g).to(model.device)
@@ -102,6 +110,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
     if conf["model"]["kind"] != "mlp":
         raise ConfigError("lr_find needs model=mlp (the bigram model is trained by counting, with no lr)")
     dev = device_mod.resolve(conf["device"]["name"])
+    device_mod.check_precision(conf["train"]["precision"], dev)
     data = data_mod.load(
         cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words
     )
@@ -114,7 +123,17 @@ def run(cfg: DictConfig, out: Path) -> dict:
     torch.set_num_threads(
         device_mod.training_threads(cfg.device.threads, device_mod.threads(cfg.device.threads), model.step_macs(batch))
     )
-    exps, losses = find_lr(model, data, lf.steps, lf.start, lf.end, cfg.train.batch_size, cfg.seed, conf["optimizer"])
+    exps, losses = find_lr(
+        model,
+        data,
+        lf.steps,
+        lf.start,
+        lf.end,
+        cfg.train.batch_size,
+        cfg.seed,
+        conf["optimizer"],
+        conf["train"]["precision"],
+    )
     smoothed = smooth(losses)
     suggested = suggest(exps, smoothed)
     result = {

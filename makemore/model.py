@@ -335,8 +335,8 @@ class Net(torch.nn.Module):
             # practice, which Adam would scale up to steps of lr): it is held fixed
             b = b.detach() if self.norm == "batch" else b
             hpre = torch.baddbmm(b.unsqueeze(1), x, getattr(self, f"W{i}"))
-            if self.norm != "none":
-                hpre = self._normalize(hpre, i, train)
+            if self.norm != "none":  # in fp32 also under bf16 autocast: batch statistics and running averages
+                hpre = self._normalize(hpre.float(), i, train)
             x = tanh(hpre)
         logits = torch.baddbmm(self.bout.unsqueeze(1), x, self.Wout)
         if self.direct:

@@ -60,6 +60,7 @@ def train_run(
     validate(cfg)
     conf = to_dict(cfg)
     dev = device.resolve(conf["device"]["name"])
+    device.check_precision(conf["train"]["precision"], dev)
     eval_threads = device.threads(cfg.device.threads, jobs)
     data = data_mod.load(
         cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words
@@ -84,9 +85,10 @@ def train_run(
     )
     if model.trainable:
         log.info(
-            "engine: %s (train.engine=%s); optimizer: %s",
+            "engine: %s (train.engine=%s), precision %s; optimizer: %s",
             engine,
             conf["train"]["engine"],
+            conf["train"]["precision"],
             ", ".join(f"{k} {v}" for k, v in conf["optimizer"].items()),
         )
     tb = logs.TensorBoard(str(out))
@@ -123,6 +125,7 @@ def train_run(
                 checkpoint_every=cfg.train.checkpoint_every,
                 seed=cfg.seed,
                 optimizer=conf["optimizer"],
+                precision=conf["train"]["precision"],
                 progress=progress,
                 eval_threads=eval_threads,
                 eval_examples=cfg.train.eval_examples,

@@ -6,7 +6,7 @@ torch.profiler; see bench/):
   - gradients are the closed forms of makemore part 4 instead of autograd's graph;
   - biases ride along as the last row of their weight matrix against a ones column of the input, and
     weight updates are fused into the gradient products: `W.addmm_(a^T, d, alpha=-lr/N)` computes
-    W -= lr * a^T d / N in one call; the embedding rows get one accumulating `index_put_`;
+    W -= lr * a^T d / N in one call; the embedding rows get one `index_add_` (2x an accumulating index_put_);
   - tanh(x) is computed as 2*sigmoid(2x) - 1: this torch build's CPU tanh is ~6x slower than sigmoid;
   - the output layer is padded to a multiple of 16 classes (model.py), which MKL multiplies faster;
   - every intermediate lives in a buffer preallocated for the batch shape (`out=` everywhere);
@@ -23,8 +23,24 @@ The math, per replica, for a batch of N examples (p = softmax(logits), Y one-hot
 With normalization y = xhat * gain + shift, xhat = (hpre - mean) * rstd, the backward through it is
     dxhat = dy * gain,  dhpre = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 with the means over the batch (batch norm) or over the hidden units (layer norm).
-Weight decay (on C, W1, W2) is applied as p *= 1 - lr * wd after the gradients that read those weights
-were computed and before the gradient update: exactly SGD's p -= lr * (g + wd * p).
+Fewer elementwise passes where the hidden layer is widest (profiled with torch.profiler, bench/speed.py --best):
+  - tanh's derivative comes from s = sigmoid(2y) as 1 - tanh^2 = 4 s (1 - s): one sigmoid_backward pass, and
+    the factor 4 (a power of two: exact) rides in the alphas of the products and updates that follow;
+  - with one replica, layer and batch norm run torch's fused kernels (native_layer_norm / native_batch_norm
+    and their backwards: one pass each way, batch statistics and the gain and shift gradients included),
+    with 2 * gain and 2 * shift so the norm writes 2y for the sigmoid directly. K replicas use the formulas
+    above (one gain per replica), in fp32.
+
+precision="bf16" (train.precision): the six products read bfloat16 copies of the operands (this CPU's bf16
+products run ~2.5x the fp32 rate) and accumulate in fp32 inside; the weights stay fp32 masters (bf16 copies
+are refreshed before each step), each product's bf16 result is added into them or converted once, and every
+elementwise pass (norm, sigmoid, softmax, the loss) runs in fp32 on fp32 buffers, because this torch's
+elementwise kernels are no faster on bf16 than on fp32 (measured). Evaluation is always fp32 (model.forward).
+
+Weight decay (on C, W1, W2, D) is SGD's p -= lr * (g + wd * p), applied after the gradients that read those
+weights were computed: C is scaled by c = 1 - lr * wd, and W1a and W2a get c as the beta of their update
+products (W = c W + alpha a^T d: no pass of its own), after which their bias rows get back the (1 - c) b that
+biases must not lose.
 
 With a `grad` buffer (shaped like the model's flat buffer) the step writes the gradients there instead of
 updating, for another optimizer (optim.FlatUpdate) to apply: the same products with alpha = 1/N, the
@@ -37,47 +53,88 @@ import torch
 
 from .model import BN_EPS, BN_MOMENTUM, MLP
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+aten = torch.ops.aten
+
 
 class FastStep:
     """One training step of `model` for batches of `batch_size` examples per replica."""
 
-    def __init__(self, model: MLP, batch_size: int, weight_decay: float = 0.0, grad: torch.Tensor | None = None):
+    def __init__(
+        self,
+        model: MLP,
+        batch_size: int,
+        weight_decay: float = 0.0,
+        grad: torch.Tensor | None = None,
+        precision: str = "fp32",
+    ):
         self.model, self.N, self.wd, self.grad = model, batch_size, weight_decay, grad
         if grad is not None and weight_decay:
             raise ValueError("with a grad buffer the optimizer applies the weight decay")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         K, N, V, E, H = model.replicas, batch_size, model.vocab_size, model.emb, model.hidden
         Vp = model.storage["W2a"].shape[2]  # the output layer's padded width (see model.py)
         B, BE = model.block_size, model.block_size * model.emb
         dev = model.device
+        dt = PRECISIONS[precision]  # the products' operand type
+        self.low = dt != torch.float32
         one_replica = K == 1
         sq = (lambda t: t[0]) if one_replica else (lambda t: t)  # drop the K dimension when K = 1
         self._mm, self._addmm = (torch.mm, torch.addmm) if one_replica else (torch.bmm, torch.baddbmm)
         self._addmm_ = torch.Tensor.addmm_ if one_replica else torch.Tensor.baddbmm_
         st = model.storage
         self.C2 = st["C"].view(K * V, E)  # rows of all replicas; batch indices carry a k*V offset
-        self.W1a, self.W2a = sq(st["W1a"]), sq(st["W2a"])
-        self.W1T, self.W2T = sq(st["W1a"][:, :BE].transpose(1, 2)), sq(st["W2a"][:, :H].transpose(1, 2))
-        self.decayed = [model.params[n] for n in MLP.DECAYED if n in model.params]
-        self.rows = torch.empty(K * N * B, E, device=dev)  # looked-up embedding rows
-        emb_a = torch.ones(K, N, BE + 1, device=dev)  # [emb | 1]
+        self.W1a, self.W2a = sq(st["W1a"]), sq(st["W2a"])  # the fp32 masters
+        # what the products read: the masters themselves, or bf16 copies refreshed at the start of each step
+        W1p, W2p = (torch.empty_like(st[n], dtype=dt) for n in ("W1a", "W2a")) if self.low else (st["W1a"], st["W2a"])
+        self.W1p, self.W2p = sq(W1p), sq(W2p)
+        self.W1T, self.W2T = sq(W1p[:, :BE].transpose(1, 2)), sq(W2p[:, :H].transpose(1, 2))
+        # the bias rows (b1: W1a's last; b2: W2a's row H), kept across a decaying update (see the docstring)
+        self.b1, self.b2 = self.W1a[..., BE, :], self.W2a[..., H, :]
+        self.b1_keep, self.b2_keep = torch.empty_like(self.b1), torch.empty_like(self.b2)
+
+        def buf(*shape, dtype=torch.float32, fill=None):
+            if fill is None:
+                return torch.empty(*shape, dtype=dtype, device=dev)
+            return torch.full(shape, fill, dtype=dtype, device=dev)
+
+        def low(t: torch.Tensor) -> torch.Tensor:  # the bf16 twin of an fp32 buffer, or the buffer itself
+            return torch.empty_like(t, dtype=dt) if self.low else t
+
+        self.rows = buf(K * N * B, E)  # looked-up embedding rows
+        emb_a = buf(K, N, BE + 1, dtype=dt, fill=1.0)  # [emb | 1]
         self.emb_a, self.emb = sq(emb_a), sq(emb_a[:, :, :BE])
         self.rows3 = sq(self.rows.view(K, N, BE))
         self.emb_aT = sq(emb_a.transpose(1, 2))
-        self.hpre = sq(torch.empty(K, N, H, device=dev))
-        self.sig = sq(torch.empty(K, N, H, device=dev))
-        h_a = torch.ones(K, N, H + 1 + (BE if model.direct else 0), device=dev)  # [h | 1 (| emb: direct)]
+        self.hpre = sq(buf(K, N, H, dtype=dt))  # the first product's result
+        self.hpre32 = sq(buf(K, N, H)) if self.low else self.hpre  # ... in fp32, for the elementwise passes
+        self.s = sq(buf(K, N, H))  # s = sigmoid(2y), y the tanh's input: h = tanh(y) = 2s - 1
+        h_a = buf(K, N, H + 1 + (BE if model.direct else 0), dtype=dt, fill=1.0)  # [h | 1 (| emb: direct)]
         self.h_a, self.h, self.h_aT = sq(h_a), sq(h_a[:, :, :H]), sq(h_a.transpose(1, 2))
         if model.direct:  # the direct connections D: the output layer's rows after b2 (model.py)
             self.h_emb = sq(h_a[:, :, H + 1 :])
-            self.DT = sq(st["W2a"][:, H + 1 :].transpose(1, 2))
-        self.logits = sq(torch.empty(K, N, Vp, device=dev))
-        self.dh = sq(torch.empty(K, N, H, device=dev))
-        self.tanh_grad = sq(torch.empty(K, N, H, device=dev))
-        self.demb = sq(torch.empty(K, N, BE, device=dev))
-        self.demb_rows = self.demb.view(K * N * B, E)
-        self.minus_one = sq(torch.full((K, N, 1), -1.0, device=dev))
-        self.one, self.neg_one = torch.ones((), device=dev), -torch.ones((), device=dev)
+            self.DT = sq(W2p[:, H + 1 :].transpose(1, 2))
+        self.logits = sq(buf(K, N, Vp, dtype=dt))
+        self.dlogits = low(self.logits)  # softmax - onehot as the products read it
+        self.dh = sq(buf(K, N, H, dtype=dt))
+        self.dy = sq(buf(K, N, H)) if self.low else self.dh  # dL/dy / 4, fp32
+        self.dhpre = sq(buf(K, N, H, dtype=dt)) if self.low else None  # dL/dhpre / 4 as the products read it
+        self.demb = sq(buf(K, N, BE, dtype=dt))
+        self.demb32 = sq(buf(K, N, BE)) if self.low else self.demb  # for the fp32 embedding table
+        self.demb_rows = self.demb32.view(K * N * B, E)
+        if self.low:  # the weight-gradient products' bf16 results, added into the fp32 masters
+            self.gW1p, self.gW2p = torch.empty_like(self.W1p), torch.empty_like(self.W2p)
+            self.gW1p32, self.gW2p32 = torch.empty_like(self.W1a), torch.empty_like(self.W2a)
+        self.minus_one = sq(buf(K, N, 1, fill=-1.0))
+        self.neg_one = -torch.ones((), device=dev)
         self.sq = sq
+        self.norm = model.norm
+        # torch's fused norm kernels take one gain for all rows: one replica (batch norm also needs N > 1)
+        self.native = model.norm != "none" and K == 1 and (model.norm == "layer" or N > 1)
+        if model.norm != "none":
+            self.gain2, self.shift2 = buf(K, H), buf(K, H)  # 2 * gain, 2 * shift: the norm writes 2y
         if grad is not None:  # views of the gradient buffer laid out as the parameters (same offsets)
             g = {n: grad.as_strided(t.shape, t.stride(), t.storage_offset()) for n, t in st.items()}
             self.gC2, self.gW1a, self.gW2a = g["C"].view(K * V, E), sq(g["W1a"]), sq(g["W2a"])
@@ -101,76 +158,130 @@ class FastStep:
         picked: a slot shaped like Y that receives log p(target) of each example (the loss, negated)."""
         m = self.model
         step = -lr / self.N if self.grad is None else 1.0 / self.N  # update scale, or gradient scale
+        step4 = 4.0 * step  # the hidden layer's gradients are kept / 4 (see the module docstring)
         if self.grad is not None:
             self.grad.zero_()  # C's rows (and the norm's) accumulate; the products overwrite
+        if self.low:
+            self.W1p.copy_(self.W1a)
+            self.W2p.copy_(self.W2a)
         # forward
         torch.index_select(self.C2, 0, ix, out=self.rows)
         self.emb.copy_(self.rows3)
         if m.direct:
             self.h_emb.copy_(self.rows3)
-        if m.norm == "none":
-            self._addmm(self.hpre, self.emb_a, self.W1a, beta=0, alpha=2.0, out=self.hpre)  # 2 * hpre
-            torch.sigmoid(self.hpre, out=self.sig)
-            torch.add(self.neg_one, self.sig, alpha=2.0, out=self.h)  # tanh(x) = 2 sigmoid(2x) - 1
+        if self.norm == "none":  # the product computes 2 hpre = 2y directly
+            self._addmm(self.hpre, self.emb_a, self.W1p, beta=0, alpha=2.0, out=self.hpre)
+            s = torch.sigmoid(self._to32(self.hpre, self.hpre32), out=self.s)
         else:
-            self._mm(self.emb_a, self.W1a, out=self.hpre)
-            norm_cache = self._norm_forward()
-        self._mm(self.h_a, self.W2a, out=self.logits)
-        lsm = torch.log_softmax(self.logits, dim=-1)
+            self._mm(self.emb_a, self.W1p, out=self.hpre)
+            s = self._norm_forward(self._to32(self.hpre, self.hpre32)).sigmoid_()
+        torch.add(self.neg_one, s, alpha=2.0, out=self.h)  # tanh(y) = 2 sigmoid(2y) - 1
+        self._mm(self.h_a, self.W2p, out=self.logits)
+        lsm = torch.log_softmax(self.logits, dim=-1, dtype=torch.float32 if self.low else None)
         torch.gather(lsm, -1, Y, out=picked)
         # backward: dlogits = softmax - onehot (the 1/N goes into the updates' alpha)
         dlogits = lsm.exp_()
         dlogits.scatter_add_(-1, Y, self.minus_one)
-        self._mm(dlogits, self.W2T, out=self.dh)
-        torch.addcmul(self.one, self.h, self.h, value=-1.0, out=self.tanh_grad)
-        dhpre = self.dh.mul_(self.tanh_grad)
-        if m.norm != "none":
-            dhpre = self._norm_backward(dhpre, norm_cache, step)
-        self._addmm(self.demb, dhpre, self.W1T, beta=0, alpha=step, out=self.demb)  # -lr * demb / N
+        dl = self.dlogits.copy_(dlogits) if self.low else dlogits
+        self._mm(dl, self.W2T, out=self.dh)
+        dy = aten.sigmoid_backward.grad_input(self._to32(self.dh, self.dy), s, grad_input=self.dy)  # dL/dy / 4
+        dx = dy if self.norm == "none" else self._norm_backward(dy, step4)  # dL/dhpre / 4, fp32
+        dhpre = self.dhpre.copy_(dx) if self.low else dx
+        self._addmm(self.demb, dhpre, self.W1T, beta=0, alpha=step4, out=self.demb)  # -lr * demb / N
         if m.direct:  # emb also reaches the logits through D
-            self._addmm_(self.demb, dlogits, self.DT, alpha=step)
+            self._addmm_(self.demb, dl, self.DT, alpha=step)
+        if self.low:
+            self.demb32.copy_(self.demb)
         if self.grad is not None:
-            self._addmm(self.gW2a, self.h_aT, dlogits, beta=0, alpha=step, out=self.gW2a)
-            self._addmm(self.gW1a, self.emb_aT, dhpre, beta=0, alpha=step, out=self.gW1a)
+            self._weight_grad(self.gW2a, self.h_aT, dl, step, "gW2p")
+            self._weight_grad(self.gW1a, self.emb_aT, dhpre, step4, "gW1p")
             if m.norm == "batch":  # b1's gradient is exactly 0 before batch norm (float noise here): hold it
                 self.gW1a[..., -1, :].zero_()
-            self.gC2.index_put_((ix,), self.demb_rows, accumulate=True)
+            self.gC2.index_add_(0, ix, self.demb_rows)
             return
         # update: the gradients that read W1 and W2 are done, so decay and step may change them now
+        c = 1.0 - lr * self.wd
         if self.wd:
-            for p in self.decayed:
-                p.mul_(1.0 - lr * self.wd)
-        self._addmm_(self.W2a, self.h_aT, dlogits, alpha=step)
-        self._addmm_(self.W1a, self.emb_aT, dhpre, alpha=step)
-        self.C2.index_put_((ix,), self.demb_rows, accumulate=True)
+            self.C2.mul_(c)
+            self.b1_keep.copy_(self.b1)
+            self.b2_keep.copy_(self.b2)
+        self._weight_grad(self.W2a, self.h_aT, dl, step, "gW2p", beta=c)
+        self._weight_grad(self.W1a, self.emb_aT, dhpre, step4, "gW1p", beta=c)
+        if self.wd:
+            self.b1.add_(self.b1_keep, alpha=1.0 - c)
+            self.b2.add_(self.b2_keep, alpha=1.0 - c)
+        self.C2.index_add_(0, ix, self.demb_rows)
+
+    def _to32(self, t: torch.Tensor, t32: torch.Tensor) -> torch.Tensor:
+        return t32.copy_(t) if self.low else t
+
+    def _weight_grad(
+        self, target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, low_buf: str, beta: float = 1.0
+    ):
+        """target = beta target + alpha a b (an update of the masters, or a zeroed gradient buffer filled): fp32
+        fuses it into the product; bf16 takes the product's bf16 result and adds it into the fp32 target."""
+        if not self.low:
+            if self.grad is None:
+                self._addmm_(target, a, b, beta=beta, alpha=alpha)
+            else:
+                self._addmm(target, a, b, beta=0, alpha=alpha, out=target)
+            return
+        g, g32 = getattr(self, low_buf), getattr(self, low_buf + "32")
+        self._addmm(g, a, b, beta=0, alpha=alpha, out=g)
+        g32.copy_(g)  # a vectorized conversion, then an fp32 add: 1.5x faster than one mixed-type add
+        torch.add(g32, target, alpha=beta, out=target)
 
     # -- normalization of the hidden pre-activations (batch or layer norm) --------------------------
 
-    def _norm_forward(self):
+    def _norm_forward(self, hpre: torch.Tensor) -> torch.Tensor:
+        """2y = 2 (norm(hpre) * gain + shift), the sigmoid's input; batch norm also updates the running
+        statistics. The fused kernels' out= forms copy (autogenerated): their results are taken as they come."""
         m = self.model
         K, H = m.replicas, m.hidden
-        dim = -2 if m.norm == "batch" else -1  # batch: over the examples; layer: over the hidden units
-        mean = self.hpre.mean(dim, keepdim=True)
-        xc = self.hpre - mean
+        torch.mul(m.params["gain"], 2.0, out=self.gain2)
+        torch.mul(m.params["shift"], 2.0, out=self.shift2)
+        if self.native:
+            g2, s2 = self.gain2.view(H), self.shift2.view(H)
+            if self.norm == "layer":
+                y2, self.mean, self.rstd = torch.native_layer_norm(hpre, [H], g2, s2, BN_EPS)
+            else:  # running_var gets the unbiased batch variance, as the formulas below
+                rm, rv = m.buffers["running_mean"].view(H), m.buffers["running_var"].view(H)
+                y2, self.mean, self.rstd = torch.native_batch_norm(hpre, g2, s2, rm, rv, True, BN_MOMENTUM, BN_EPS)
+            return y2
+        dim = -2 if self.norm == "batch" else -1  # batch: over the examples; layer: over the hidden units
+        mean = hpre.mean(dim, keepdim=True)
+        xc = hpre - mean
         var = (xc * xc).mean(dim, keepdim=True)
-        rstd = torch.rsqrt(var + BN_EPS)
-        xhat = xc * rstd
-        gain, shift = self.sq(m.params["gain"].unsqueeze(1)), self.sq(m.params["shift"].unsqueeze(1))
-        y = torch.addcmul(shift, xhat, gain).mul_(2)
-        torch.add(self.neg_one, torch.sigmoid(y), alpha=2.0, out=self.h)  # tanh(y), as above
-        if m.norm == "batch":
+        self.rstd, self.dim = torch.rsqrt(var + BN_EPS), dim
+        self.xhat = xc.mul_(self.rstd)
+        if self.norm == "batch":
             N = self.N
             m.buffers["running_mean"].lerp_(mean.view(K, H), BN_MOMENTUM)
             m.buffers["running_var"].lerp_(var.view(K, H) * (N / max(N - 1, 1)), BN_MOMENTUM)
-        return xhat, rstd, dim, gain
+        return torch.addcmul(self.sq(self.shift2.unsqueeze(1)), self.xhat, self.sq(self.gain2.unsqueeze(1)), out=self.s)
 
-    def _norm_backward(self, dy, cache, step):
-        xhat, rstd, dim, gain = cache
+    def _norm_backward(self, dy: torch.Tensor, alpha: float) -> torch.Tensor:
+        """dy (through the norm) -> dhpre; gain and shift get alpha * their gradients."""
         m = self.model
         K, H = m.replicas, m.hidden
-        dxhat = dy * gain
-        dhpre = rstd * (dxhat - dxhat.mean(dim, keepdim=True) - xhat * (dxhat * xhat).mean(dim, keepdim=True))
-        gain, shift = (m.params["gain"], m.params["shift"]) if self.grad is None else self.gnorm
-        gain.add_((dy * xhat).sum(-2).view(K, H), alpha=step)
-        shift.add_(dy.sum(-2).view(K, H), alpha=step)
-        return dhpre
+        gain, shift = m.params["gain"], m.params["shift"]
+        if self.native:
+            mask = [True, True, True]
+            if self.norm == "layer":
+                dx, dgain, dshift = aten.native_layer_norm_backward(
+                    dy, self.hpre32, [H], self.mean, self.rstd, gain.view(H), shift.view(H), mask
+                )
+            else:
+                rm, rv = m.buffers["running_mean"].view(H), m.buffers["running_var"].view(H)
+                dx, dgain, dshift = aten.native_batch_norm_backward(
+                    dy, self.hpre32, gain.view(H), rm, rv, self.mean, self.rstd, True, BN_EPS, mask
+                )
+        else:
+            xhat, dim = self.xhat, self.dim
+            dxhat = dy * self.sq(gain.unsqueeze(1))
+            dx = self.rstd * (dxhat - dxhat.mean(dim, keepdim=True) - xhat * (dxhat * xhat).mean(dim, keepdim=True))
+            dgain, dshift = (dy * xhat).view(K, -1, H).sum(1), dy.view(K, -1, H).sum(1)
+        gain_t, shift_t = (gain, shift) if self.grad is None else self.gnorm
+        gain_t.add_(dgain.view(K, H), alpha=alpha)
+        shift_t.add_(dshift.view(K, H), alpha=alpha)
+        return dx

@@ -181,14 +181,15 @@ def fit(
     seed: int,
     optimizer: dict | None = None,
     weight_decay: float = 0.0,
+    precision: str = "fp32",
     hooks: Hooks | None = None,
     progress: Progress | None = None,
     eval_threads: int | None = None,
     eval_examples: int | None = None,
 ) -> Progress:
     """Train `model` (all its replicas) for `steps` steps of `optimizer` (the optimizer group as a dict; None:
-    the lecture's SGD with `weight_decay`) on the engine of the model's form (MLP: fast, Net: autograd);
-    resume from `progress` if given.
+    the lecture's SGD with `weight_decay`) on the engine of the model's form (MLP: fast, Net: autograd), its
+    products in `precision` (fp32 | bf16); resume from `progress` if given.
     Periodic evaluations score at most `eval_examples` examples per split (a fixed subset); the
     evaluation at `steps` always scores every example. A model trained by counting (the bigram) is
     counted instead, at step 0."""
@@ -207,6 +208,7 @@ def fit(
             checkpoint_every=checkpoint_every,
             seed=seed,
             optimizer=optimizer or {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": weight_decay},
+            precision=precision,
             eval_threads=eval_threads,
             subsets=eval_subsets(data, eval_examples),
         )
@@ -232,6 +234,7 @@ def _train(
     checkpoint_every: int,
     seed: int,
     optimizer: dict,
+    precision: str,
     eval_threads: int | None,
     subsets: EvalSets,
 ) -> None:
@@ -241,7 +244,7 @@ def _train(
     Xtr, Ytr = data.X["train"].to(dev), data.Y["train"].to(dev)
     n_train = Xtr.shape[0]
     N = batch_size or n_train  # 0 = full batch
-    engine = engines.make(model, N, optimizer)
+    engine = engines.make(model, N, optimizer, precision)
     if progress.optimizer:
         engine.load_state(progress.optimizer)
     gen = torch.Generator().manual_seed(seed)

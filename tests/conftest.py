@@ -44,6 +44,14 @@ def words_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_data(words_file):
+    """words_file loaded as a run loads it (block size 3), for in-process training tests."""
+    from makemore.data import load
+
+    return load(str(words_file), [0.8, 0.1, 0.1], 42, 3)
+
+
 def run_module(module: str, *args: str, cwd: Path, timeout: float = 240, env=None) -> subprocess.CompletedProcess:
     """`python -m module args` as a user would type it, in `cwd`."""
     e = dict(os.environ, HYDRA_FULL_ERROR="", PYTHONWARNINGS="ignore")

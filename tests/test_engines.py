@@ -235,19 +235,6 @@ def test_each_model_option_trains_on_the_autograd_engine(options, opt, tiny_data
     assert torch.all(after < before - 0.4), (before, after)
 
 
-@pytest.fixture(scope="module")
-def tiny_data():
-    import tempfile
-    from pathlib import Path
-
-    from makemore.data import embedded_names, load
-
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "w.txt"
-        path.write_text("\n".join(embedded_names()[::54][:600]) + "\n")
-        return load(str(path), [0.8, 0.1, 0.1], 42, 3)
-
-
 # -- the optimizer state in checkpoints: a resumed fit ends bit-identical ---------------------------------------
 
 

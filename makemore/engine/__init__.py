@@ -39,15 +39,16 @@ def form(engine: str) -> str:
     return "flat" if engine == "fast" else "module"
 
 
-def make(model, batch_size: int, optimizer: dict | None = None):
-    """The engine for `model` (its form decides: MLP -> fast, Net -> autograd); optimizer: the group's dict."""
+def make(model, batch_size: int, optimizer: dict | None = None, precision: str = "fp32"):
+    """The engine for `model` (its form decides: MLP -> fast, Net -> autograd); optimizer: the group's dict;
+    precision: fp32 | bf16 (train.precision: bf16 products, fp32 weights)."""
     from ..model import MLP
 
     optimizer = optimizer or {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
     if isinstance(model, MLP):
         from .fast import FastEngine
 
-        return FastEngine(model, batch_size, optimizer)
+        return FastEngine(model, batch_size, optimizer, precision=precision)
     from .autograd import AutogradEngine
 
-    return AutogradEngine(model, batch_size, optimizer)
+    return AutogradEngine(model, batch_size, optimizer, precision)

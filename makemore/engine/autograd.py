@@ -1,5 +1,8 @@
 """The autograd engine: Net's forward, loss.backward() and a torch.optim optimizer built from the optimizer
-group. Every model option trains here; a new one needs only Net's forward."""
+group. Every model option trains here; a new one needs only Net's forward.
+
+precision="bf16": the forward runs under torch.autocast (bfloat16 products, fp32 parameters and their
+gradients, as PyTorch's mixed precision does); the loss is taken from fp32 logits."""
 
 from __future__ import annotations
 
@@ -14,17 +17,21 @@ from ..model import Net
 class AutogradEngine:
     name = "autograd"
 
-    def __init__(self, model: Net, batch_size: int, optimizer: dict):
+    def __init__(self, model: Net, batch_size: int, optimizer: dict, precision: str = "fp32"):
         self.model = model
         self.opt = optim.build(optimizer, model.parameters())
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be one of fp32, bf16, got {precision!r}")
+        self.autocast = precision == "bf16"
 
     def batches(self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor):
         """Contexts (K, N, block_size) and targets (K, N) of each step."""
         return X[ix].unbind(0), Y[ix].unbind(0)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, picked: torch.Tensor) -> None:
-        logits = self.model.forward(x, train=True)
-        logp = torch.log_softmax(logits, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, N)
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.model.forward(x, train=True)
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, N)
         picked.copy_(logp.detach())
         loss = -logp.mean(1).sum()  # replicas are independent: each gets its own mean's gradient
         self.opt.zero_grad(set_to_none=True)

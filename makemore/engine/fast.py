@@ -13,18 +13,18 @@ from ..step import FastStep
 class FastEngine:
     name = "fast"
 
-    def __init__(self, model: MLP, batch_size: int, optimizer: dict, impl: str = "closed"):
+    def __init__(self, model: MLP, batch_size: int, optimizer: dict, impl: str = "closed", precision: str = "fp32"):
         self.model = model
         if optim.is_plain_sgd(optimizer):
             self.update = None
-            self.fast_step = FastStep(model, batch_size, optimizer["weight_decay"])
+            self.fast_step = FastStep(model, batch_size, optimizer["weight_decay"], precision=precision)
         else:
             grad = torch.zeros_like(model.flat)
             decay = torch.zeros_like(model.flat)
             for name in (n for n in MLP.DECAYED if n in model.params):  # views of the flat buffer at their offsets
                 p = model.params[name]
                 decay.as_strided(p.shape, p.stride(), p.storage_offset()).fill_(1.0)
-            self.fast_step = FastStep(model, batch_size, grad=grad)
+            self.fast_step = FastStep(model, batch_size, grad=grad, precision=precision)
             self.update = optim.FlatUpdate(optimizer, model.flat, grad, decay, impl)
 
     def batches(self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor):
