@@ -38,6 +38,9 @@ from makemore.config import register_configs, register_resolvers, to_dict  # noq
 from makemore.device import cores  # noqa: E402
 from makemore.train import Progress, fit  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import peak_flops  # noqa: E402
+
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
 PRECISIONS = ("fp32", "bf16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -48,17 +51,6 @@ def preset(data_path: str, *overrides: str) -> dict:
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return to_dict(compose("config", overrides=[f"data.path={data_path}", *overrides]))
-
-
-def peak_flops(dtype: torch.dtype, n: int = 1024, reps: int = 30) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    c = torch.empty(n, n, dtype=dtype)
-    for _ in range(3):
-        torch.mm(a, b, out=c)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b, out=c)
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
 def products(m: dict, vocab: int, batch: int, dtype: torch.dtype):
@@ -119,7 +111,7 @@ def step_table(conf: dict, ds, threads: int, steps: int, repeats: int, label: st
     torch.set_num_threads(threads)
     m, N = conf["model"], conf["train"]["batch_size"]
     ix = torch.randint(0, ds.X["train"].shape[0], (steps, 1, N), generator=torch.Generator().manual_seed(0))
-    peaks = {p: peak_flops(DTYPES[p]) for p in PRECISIONS}
+    peaks = {p: peak_flops(1024, 30, DTYPES[p]) for p in PRECISIONS}
     prods = {p: products(m, len(ds.vocab), N, DTYPES[p]) for p in PRECISIONS}
     cases = {("step", p): step_case(conf, ds, p, ix) for p in PRECISIONS}
     cases.update({("products", p): (lambda f=prods[p][0]: [f() for _ in range(steps)]) for p in PRECISIONS})

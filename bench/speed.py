@@ -154,9 +154,10 @@ def step_macs(batch: int, block: int, emb: int, hidden: int, width: int) -> int:
     return batch * (2 * (fan_in + 1) * hidden + 2 * (hidden + 1) * width + width * hidden + hidden * fan_in)
 
 
-def peak_flops(n: int = 512, reps: int = 50) -> float:
-    """Float32 FLOP/s of a large square product on the current threads: this core's practical ceiling."""
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+def peak_flops(n: int = 512, reps: int = 50, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a large square product in `dtype` on the current threads: this core's practical ceiling."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    c = torch.empty(n, n, dtype=dtype)
     for _ in range(3):
         torch.mm(a, b, out=c)
     t0 = time.perf_counter()
