@@ -100,9 +100,6 @@ class FastStep:
                 return torch.empty(*shape, dtype=dtype, device=dev)
             return torch.full(shape, fill, dtype=dtype, device=dev)
 
-        def low(t: torch.Tensor) -> torch.Tensor:  # the bf16 twin of an fp32 buffer, or the buffer itself
-            return torch.empty_like(t, dtype=dt) if self.low else t
-
         self.rows = buf(K * N * B, E)  # looked-up embedding rows
         emb_a = buf(K, N, BE + 1, dtype=dt, fill=1.0)  # [emb | 1]
         self.emb_a, self.emb = sq(emb_a), sq(emb_a[:, :, :BE])
@@ -117,7 +114,7 @@ class FastStep:
             self.h_emb = sq(h_a[:, :, H + 1 :])
             self.DT = sq(W2p[:, H + 1 :].transpose(1, 2))
         self.logits = sq(buf(K, N, Vp, dtype=dt))
-        self.dlogits = low(self.logits)  # softmax - onehot as the products read it
+        self.dlogits = torch.empty_like(self.logits) if self.low else None  # softmax - onehot, as bf16 products read it
         self.dh = sq(buf(K, N, H, dtype=dt))
         self.dy = sq(buf(K, N, H)) if self.low else self.dh  # dL/dy / 4, fp32
         self.dhpre = sq(buf(K, N, H, dtype=dt)) if self.low else None  # dL/dhpre / 4 as the products read it
