@@ -39,7 +39,7 @@ from makemore.device import cores  # noqa: E402
 from makemore.train import Progress, fit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import peak_flops  # noqa: E402
+from speed import peak_flops, step_macs  # noqa: E402
 
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
 PRECISIONS = ("fp32", "bf16")
@@ -75,8 +75,7 @@ def products(m: dict, vocab: int, batch: int, dtype: torch.dtype):
         torch.addmm(gW2, h_a.t(), dl, beta=0, alpha=0.5, out=gW2)
         torch.addmm(gW1, emb_a.t(), dh, beta=0, alpha=0.5, out=gW1)
 
-    macs = N * (2 * (BE + 1) * H + 2 * (H + 1) * Vp + Vp * H + H * BE)
-    return run, 2 * macs
+    return run, 2 * step_macs(N, m["block_size"], m["emb"], H, Vp)
 
 
 def step_case(conf: dict, ds, precision: str, batches):

@@ -23,7 +23,7 @@ The math, per replica, for a batch of N examples (p = softmax(logits), Y one-hot
 With normalization y = xhat * gain + shift, xhat = (hpre - mean) * rstd, the backward through it is
     dxhat = dy * gain,  dhpre = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 with the means over the batch (batch norm) or over the hidden units (layer norm).
-Fewer elementwise passes where the hidden layer is widest (profiled with torch.profiler, bench/speed.py --best):
+Fewer elementwise passes where the hidden layer is widest (profiled with torch.profiler; bench/precision.py):
   - tanh's derivative comes from s = sigmoid(2y) as 1 - tanh^2 = 4 s (1 - s): one sigmoid_backward pass, and
     the factor 4 (a power of two: exact) rides in the alphas of the products and updates that follow;
   - with one replica, layer and batch norm run torch's fused kernels (native_layer_norm / native_batch_norm
@@ -31,11 +31,12 @@ Fewer elementwise passes where the hidden layer is widest (profiled with torch.p
     with 2 * gain and 2 * shift so the norm writes 2y for the sigmoid directly. K replicas use the formulas
     above (one gain per replica), in fp32.
 
-precision="bf16" (train.precision): the six products read bfloat16 copies of the operands (this CPU's bf16
-products run ~2.5x the fp32 rate) and accumulate in fp32 inside; the weights stay fp32 masters (bf16 copies
-are refreshed before each step), each product's bf16 result is added into them or converted once, and every
-elementwise pass (norm, sigmoid, softmax, the loss) runs in fp32 on fp32 buffers, because this torch's
-elementwise kernels are no faster on bf16 than on fp32 (measured). Evaluation is always fp32 (model.forward).
+precision="bf16" (train.precision): the six products read bfloat16 copies of the operands (at the best
+preset's shapes this CPU's bf16 products run ~2.1x as fast as fp32's) and accumulate in fp32 inside; the
+weights stay fp32 masters (bf16 copies are refreshed before each step), each product's bf16 result is
+converted once and added into them, and every elementwise pass (norm, sigmoid, softmax, the loss) runs in fp32
+on fp32 buffers, because this torch's elementwise kernels are no faster on bf16 than on fp32 (measured).
+Evaluation is always fp32 (model.forward).
 
 Weight decay (on C, W1, W2, D) is SGD's p -= lr * (g + wd * p), applied after the gradients that read those
 weights were computed: C is scaled by c = 1 - lr * wd, and W1a and W2a get c as the beta of their update
@@ -122,8 +123,10 @@ class FastStep:
         self.demb32 = sq(buf(K, N, BE)) if self.low else self.demb  # for the fp32 embedding table
         self.demb_rows = self.demb32.view(K * N * B, E)
         if self.low:  # the weight-gradient products' bf16 results, added into the fp32 masters
-            self.gW1p, self.gW2p = torch.empty_like(self.W1p), torch.empty_like(self.W2p)
-            self.gW1p32, self.gW2p32 = torch.empty_like(self.W1a), torch.empty_like(self.W2a)
+            self.gW1p = (torch.empty_like(self.W1p), torch.empty_like(self.W1a))  # (bf16 result, its fp32 copy)
+            self.gW2p = (torch.empty_like(self.W2p), torch.empty_like(self.W2a))
+        else:
+            self.gW1p = self.gW2p = None
         self.minus_one = sq(buf(K, N, 1, fill=-1.0))
         self.neg_one = -torch.ones((), device=dev)
         self.sq = sq
@@ -205,8 +208,8 @@ class FastStep:
     def _apply(self, ix: torch.Tensor, lr: float, dl: torch.Tensor, dhpre: torch.Tensor, step: float, step4: float):
         """The weight gradients into the gradient buffer, or the update with weight decay or bf16 products."""
         if self.grad is not None:
-            self._weight_grad(self.gW2a, self.h_aT, dl, step, "gW2p")
-            self._weight_grad(self.gW1a, self.emb_aT, dhpre, step4, "gW1p")
+            self._weight_grad(self.gW2a, self.h_aT, dl, step, self.gW2p)
+            self._weight_grad(self.gW1a, self.emb_aT, dhpre, step4, self.gW1p)
             if self.norm == "batch":  # b1's gradient is exactly 0 before batch norm (float noise here): hold it
                 self.gW1a[..., -1, :].zero_()
             self.gC2.index_add_(0, ix, self.demb_rows)
@@ -217,15 +220,15 @@ class FastStep:
             self.C2.mul_(c)
             self.b1_keep.copy_(self.b1)
             self.b2_keep.copy_(self.b2)
-        self._weight_grad(self.W2a, self.h_aT, dl, step, "gW2p", beta=c)
-        self._weight_grad(self.W1a, self.emb_aT, dhpre, step4, "gW1p", beta=c)
+        self._weight_grad(self.W2a, self.h_aT, dl, step, self.gW2p, beta=c)
+        self._weight_grad(self.W1a, self.emb_aT, dhpre, step4, self.gW1p, beta=c)
         if self.wd:
             self.b1.add_(self.b1_keep, alpha=1.0 - c)
             self.b2.add_(self.b2_keep, alpha=1.0 - c)
         self.C2.index_add_(0, ix, self.demb_rows)
 
     def _weight_grad(
-        self, target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, low_buf: str, beta: float = 1.0
+        self, target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, low_bufs, beta: float = 1.0
     ):
         """target = beta target + alpha a b (an update of the masters, or a zeroed gradient buffer filled): fp32
         fuses it into the product; bf16 takes the product's bf16 result and adds it into the fp32 target."""
@@ -235,7 +238,7 @@ class FastStep:
             else:
                 self._addmm(target, a, b, beta=0, alpha=alpha, out=target)
             return
-        g, g32 = getattr(self, low_buf), getattr(self, low_buf + "32")
+        g, g32 = low_bufs
         self._addmm(g, a, b, beta=0, alpha=alpha, out=g)
         g32.copy_(g)  # a vectorized conversion, then an fp32 add: 1.5x faster than one mixed-type add
         torch.add(g32, target, alpha=beta, out=target)
