@@ -12,6 +12,7 @@ import torch
 
 from .. import optim
 from ..model import Net
+from ..step import PRECISIONS
 
 
 class AutogradEngine:
@@ -20,9 +21,9 @@ class AutogradEngine:
     def __init__(self, model: Net, batch_size: int, optimizer: dict, precision: str = "fp32"):
         self.model = model
         self.opt = optim.build(optimizer, model.parameters())
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be one of fp32, bf16, got {precision!r}")
-        self.autocast = precision == "bf16"
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.autocast = PRECISIONS[precision] == torch.bfloat16
 
     def batches(self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor):
         """Contexts (K, N, block_size) and targets (K, N) of each step."""
