@@ -232,8 +232,8 @@ def job_name(override_dirname: str, task_overrides: Any, num: Any = None, sweepe
     seeds = [o for o in (task_overrides or []) if str(o).startswith("seed=")]
     name = override_dirname or "defaults"
     if "optuna" in str(sweeper or "").lower():
-        return f"{num}_{override_dirname}"
-    return name + "/" + seeds[0] if seeds else name
+        return short_name(f"{num}_{override_dirname}")
+    return short_name(name) + "/" + seeds[0] if seeds else short_name(name)
 
 
 def sweep_root(job: Path) -> Path:
@@ -278,18 +278,25 @@ MAX_NAME = 200  # characters of a run dir's name (file systems allow 255 bytes)
 _claimed: dict = {}
 
 
+def short_name(name: str) -> str:
+    """A dir name of at most MAX_NAME characters: a long one keeps its start and ends with a hash of the whole,
+    so it stays readable and distinct."""
+    import hashlib
+
+    if len(name) <= MAX_NAME:
+        return name
+    return name[: MAX_NAME - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+
+
 def run_dir(parent: str, stamp: str, overrides: str) -> str:
     """A single run's dir, `<parent>/<stamp>_<overrides>` (just the stamp without overrides), created here so
     that two runs started in the same second with the same overrides get distinct dirs (`_2`, `_3`, ...).
     Memoized: Hydra may resolve hydra.run.dir more than once in a process."""
-    import hashlib
     import os
 
     key = (parent, stamp, overrides)
     if key not in _claimed:
-        name = f"{stamp}_{overrides}" if overrides else stamp
-        if len(name) > MAX_NAME:  # keep it readable and unique: a prefix and a hash of the whole
-            name = name[: MAX_NAME - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = short_name(f"{stamp}_{overrides}" if overrides else stamp)
         os.makedirs(parent, exist_ok=True)
         for n in range(1, 10000):
             path = os.path.join(parent, name if n == 1 else f"{name}_{n}")

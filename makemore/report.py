@@ -122,7 +122,8 @@ def to_markdown(rows: Sequence[dict[str, Any]], title: str, keys: Sequence[str] 
         "|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(rows, 1):
-        shown = {k: r["knobs"].get(k) for k in keys} if keys else r["knobs"]
+        # a key a job does not set (a conditional one of a search) is left out of its row
+        shown = {k: r["knobs"][k] for k in keys if k in r["knobs"]} if keys else r["knobs"]
         over = ",".join(f"{k}={_short(v)}" for k, v in shown.items()) or r["job"]
         status = r["status"] + (f": {r['error']}" if r["error"] and r["status"] != "ok" else "")
         lines.append(
@@ -207,7 +208,9 @@ class SweepCheck(Callback):
         from . import logs
         from .config import swept_keys, unnamed_swept_key
 
-        task, params = config.hydra.overrides.task, config.hydra.sweeper.get("params")
+        task, params = config.hydra.overrides.task, dict(config.hydra.sweeper.get("params") or {})
+        for block in (config.hydra.sweeper.get("conditional") or {}).values():  # a search's conditional keys
+            params |= {k: v for k, v in block.items() if k not in params}
         key = unnamed_swept_key(task, params, config.hydra.job.config.override_dirname.exclude_keys)
         if key:
             print(

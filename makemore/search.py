@@ -84,10 +84,71 @@ def _distribution(o, key: str) -> BaseDistribution:
     )
 
 
+# A conditional key's Optuna name carries its condition ("schedule.lr | optimizer=adamw"), so TPE models the
+# lr of each optimizer apart (one name would mix their scales) and the dashboard shows which is which.
+CONDITION_SEP = " | "
+
+# condition ("key=value") -> {Optuna name: distribution}
+Conditional = dict[str, dict[str, BaseDistribution]]
+
+
+def conditional_space(
+    conditional: dict[str, dict[str, Any]], space: dict[str, BaseDistribution], fixed: dict[str, str]
+) -> Conditional:
+    """hydra.sweeper.conditional, `{"key=value": {key2: space, ...}}`: keys sampled only in the trials whose
+    `key` took `value` (`key` a choice of the main space). A plain value there is passed as it is to those trials.
+    Where the command line fixes `key`, a block whose value it names joins the main space (moved into `space`)
+    and the others are dropped; a key the command line fixes is never sampled."""
+    out: Conditional = {}
+    for condition, block in conditional.items():
+        key, eq, value = condition.partition("=")
+        key, value = key.strip(), value.strip()
+        where = f"hydra.sweeper.conditional: {condition!r}"
+        if not eq or not key or not value:
+            raise SearchError(f"{where} is not a condition; write key=value, e.g. optimizer=adamw")
+        if key in fixed:
+            if fixed[key] == value:
+                space.update(_block_space(block, fixed, where))
+            continue
+        dist = space.get(key)
+        if not isinstance(dist, CategoricalDistribution):
+            raise SearchError(f"{where}: {key} must be a choice(...) of hydra.sweeper.params")
+        if value not in [str(c) for c in dist.choices]:
+            allowed = ", ".join(str(c) for c in dist.choices)
+            raise SearchError(f"{where}: {value} is not one of {key}'s choices ({allowed})")
+        names = {f"{k}{CONDITION_SEP}{condition}": d for k, d in _block_space(block, fixed, where).items()}
+        for name in names:
+            if param_key(name) in space:
+                raise SearchError(f"{where}: {param_key(name)} is also in hydra.sweeper.params; keep it in one")
+        out[condition] = names
+    return out
+
+
+def _block_space(block: dict[str, Any], fixed: dict[str, str], where: str) -> dict[str, BaseDistribution]:
+    if not isinstance(block, dict):
+        raise SearchError(f"{where} must map keys to search spaces, got {block!r}")
+    space, values = search_space([f"{k}={v}" for k, v in block.items() if k not in fixed])
+    return space | {k: CategoricalDistribution([v]) for k, v in values.items()}
+
+
+def param_key(name: str) -> str:
+    """The override key of an Optuna parameter name."""
+    return name.partition(CONDITION_SEP)[0]
+
+
+def suggest_conditional(trial: optuna.Trial, conditional: Conditional) -> None:
+    """Sample the keys whose condition the trial's main parameters meet."""
+    for condition, names in conditional.items():
+        key, _, value = condition.partition("=")
+        if str(trial.params.get(key.strip())) == value.strip():
+            for name, dist in names.items():
+                trial._suggest(name, dist)  # noqa: SLF001  (Optuna's one entry point for any distribution)
+
+
 def trial_overrides(params: dict[str, Any], fixed: dict[str, str]) -> list[str]:
     """A trial's job overrides: its sampled values, then the fixed ones."""
     text = lambda v: "null" if v is None else str(v)  # noqa: E731  (Hydra's null, not Python's None)
-    return [f"{k}={text(v)}" for k, v in params.items()] + [f"{k}={v}" for k, v in fixed.items()]
+    return [f"{param_key(k)}={text(v)}" for k, v in params.items()] + [f"{k}={v}" for k, v in fixed.items()]
 
 
 # -- sampler, pruner, storage -------------------------------------------------------------------------------
@@ -239,6 +300,7 @@ def optimize(
     space: dict[str, BaseDistribution],
     fixed: dict[str, str],
     launch: Launch,
+    conditional: Conditional | None = None,
 ) -> int:
     """Run trials until the study has n_trials finished ones, at most n_jobs at once: each of n_jobs threads
     asks for a trial, launches its job, waits for it and tells Optuna, then asks for the next, so a short or
@@ -254,6 +316,7 @@ def optimize(
                     return launched
                 todo[0] -= 1
                 trial = study.ask(space)
+                suggest_conditional(trial, conditional or {})
             overrides = trial_overrides(trial.params, fixed)
             log.info("trial #%d: %s", trial.number, " ".join(overrides[: len(trial.params)]))
             try:
@@ -300,11 +363,12 @@ def sweep(
             raise SearchError(f"hydra.sweeper.{key} must be an integer >= 1, got {settings[key]}")
     params = [f"{k}={v}" for k, v in (settings.get("params") or {}).items()]
     space, fixed = search_space(params + list(arguments))
+    conditional = conditional_space(settings.get("conditional") or {}, space, fixed)
     study = open_study(
         storage=storage_path(settings["storage"], sweep_dir),
         study_name=settings["study_name"],
         direction=settings["direction"],
-        space=space,
+        space=space | {name: d for names in conditional.values() for name, d in names.items()},
         fixed=fixed,
         sampler_seed=settings["sampler"]["seed"],
         n_startup_trials=settings["sampler"]["n_startup_trials"],
@@ -328,7 +392,15 @@ def sweep(
         state, value, attrs = job_outcome(metrics.read(out) if out else None)
         return state, value, attrs | ({"run_dir": str(out.resolve())} if out else {})
 
-    optimize(study, n_trials=settings["n_trials"], n_jobs=n_jobs, space=space, fixed=fixed, launch=launch)
+    optimize(
+        study,
+        n_trials=settings["n_trials"],
+        n_jobs=n_jobs,
+        space=space,
+        fixed=fixed,
+        launch=launch,
+        conditional=conditional,
+    )
     best = best_results(study)
     if best is None:
         log.warning("no trial has completed: no optimization_results.yaml")
@@ -358,7 +430,8 @@ def best_results(study: optuna.Study) -> dict[str, Any] | None:
         best = study.best_trial
     except ValueError:
         return None
-    return {"name": "optuna", "best_params": best.params, "best_value": best.value}
+    params = {param_key(k): v for k, v in best.params.items()}
+    return {"name": "optuna", "best_params": params, "best_value": best.value}
 
 
 # -- a trial's job ----------------------------------------------------------------------------------------------

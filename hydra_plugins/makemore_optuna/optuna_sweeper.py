@@ -61,6 +61,8 @@ class SweeperConf:
     reduction_factor: int = 3  # hyperband: each rung keeps the best 1/reduction_factor of the trials
     min_trials: int = 5  # median: finished trials before it prunes any
     params: Dict[str, Any] = field(default_factory=dict)  # the search space: key -> choice(...), interval(...), ...
+    # keys sampled only where a choice of `params` took a value: "key=value" -> {key2: search space or value}
+    conditional: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="makemore_optuna", node=SweeperConf, provider="makemore")
