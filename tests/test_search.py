@@ -23,6 +23,7 @@ import yaml
 from conftest import CONF, metrics, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -77,6 +78,115 @@ def test_the_presets_space_maps_to_optuna_distributions():
 def test_a_sweep_that_optuna_cannot_sample_is_refused_in_one_line():
     with pytest.raises(search.SearchError, match=r"^model.emb: glob\(\*\) is not a search space; use choice"):
         search.search_space(["model.emb=glob(*)"])
+
+
+CONDITIONAL = {
+    "optimizer=sgd": {"schedule.lr": "tag(log, interval(0.03, 0.3))", "optimizer.weight_decay": "choice(0.0, 0.001)"},
+    "optimizer=adamw": {"schedule.lr": "tag(log, interval(0.0005, 0.01))", "schedule.min_lr": 0.00001},
+    "model.layers=2": {"model.hidden": "choice(200, 300)"},
+}
+
+
+def test_a_conditional_key_is_sampled_only_in_the_trials_that_meet_its_condition():
+    space, fixed = search.search_space(["optimizer=choice(sgd, adamw)", "model.layers=choice(1, 2)", "train.steps=9"])
+    conditional = search.conditional_space(CONDITIONAL, space, fixed)
+    assert conditional["optimizer=adamw"] == {
+        "schedule.lr | optimizer=adamw": FloatDistribution(0.0005, 0.01, log=True),
+        "schedule.min_lr | optimizer=adamw": CategoricalDistribution(["1e-05"]),  # a plain value: one choice
+    }
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    seen = set()
+    for _ in range(24):
+        trial = study.ask(space)
+        search.suggest_conditional(trial, conditional)
+        over = dict(o.split("=", 1) for o in search.trial_overrides(trial.params, fixed))
+        opt, layers, lr = over["optimizer"], over["model.layers"], float(over["schedule.lr"])
+        seen.add((opt, layers))
+        if opt == "sgd":
+            assert 0.03 <= lr <= 0.3 and over["optimizer.weight_decay"] in ("0.0", "0.001")
+            assert "schedule.min_lr" not in over
+        else:
+            assert 0.0005 <= lr <= 0.01 and over["schedule.min_lr"] == "1e-05"
+            assert "optimizer.weight_decay" not in over
+        assert ("model.hidden" in over) == (layers == "2")
+        assert over["train.steps"] == "9"
+        study.tell(trial, lr)  # TPE then models each optimizer's lr under its own name
+    assert seen == {("sgd", "1"), ("sgd", "2"), ("adamw", "1"), ("adamw", "2")}
+    best = search.best_results(study)["best_params"]
+    assert "schedule.lr" in best and not any("|" in k for k in best)  # override keys, not Optuna's names
+
+
+def test_a_command_line_value_settles_a_condition():
+    """optimizer=adamw on the command line: adamw's keys join the main space, sgd's are never sampled; a key
+    the command line fixes is not sampled either."""
+    space, fixed = search.search_space(
+        ["optimizer=choice(sgd, adamw)", "model.layers=choice(1, 2)", "optimizer=adamw", "schedule.min_lr=0.0"]
+    )
+    conditional = search.conditional_space(CONDITIONAL, space, fixed)
+    assert list(conditional) == ["model.layers=2"]
+    assert space == {
+        "model.layers": CategoricalDistribution([1, 2]),
+        "schedule.lr": FloatDistribution(0.0005, 0.01, log=True),
+    }
+    assert fixed == {"optimizer": "adamw", "schedule.min_lr": "0.0"}
+
+
+@pytest.mark.parametrize(
+    "conditional, message",
+    [
+        ({"optimizer": {}}, "'optimizer' is not a condition; write key=value, e.g. optimizer=adamw"),
+        ({"model.emb=2": {"x": "choice(1,2)"}}, "'model.emb=2': model.emb must be a choice(...) of hydra.sweeper"),
+        ({"optimizer=adam": {"x": "choice(1,2)"}}, "'optimizer=adam': adam is not one of optimizer's choices (sgd, "),
+        (
+            {"optimizer=sgd": {"model.layers": "choice(1,3)"}},
+            "'optimizer=sgd': model.layers is also in hydra.sweeper.params",
+        ),
+        ({"optimizer=sgd": "schedule.lr"}, "'optimizer=sgd' must map keys to search spaces, got 'schedule.lr'"),
+    ],
+)
+def test_a_bad_condition_is_refused_in_one_line(conditional, message):
+    space, fixed = search.search_space(["optimizer=choice(sgd, adamw)", "model.layers=choice(1, 2)"])
+    with pytest.raises(search.SearchError) as e:
+        search.conditional_space(conditional, space, fixed)
+    assert str(e.value).startswith("hydra.sweeper.conditional: " + message)
+
+
+def test_an_interrupted_trial_reruns_with_its_conditional_values(tmp_path):
+    space, fixed = search.search_space(["optimizer=choice(sgd, adamw)", "model.layers=choice(1, 2)"])
+    conditional = search.conditional_space(CONDITIONAL, space, fixed)
+    names = space | {n: d for block in conditional.values() for n, d in block.items()}
+    storage = search.storage_path(None, tmp_path)
+
+    def open_():
+        return search.open_study(
+            storage=storage,
+            study_name="c",
+            direction="minimize",
+            space=names,
+            fixed=fixed,
+            sampler_seed=3,
+            n_startup_trials=10,
+            pruner=search.make_pruner("none", steps=9),
+            where=str(tmp_path),
+        )
+
+    killed = open_().ask(space)
+    search.suggest_conditional(killed, conditional)
+    assert any(" | " in name for name in killed.params)
+    rerun = open_().ask(space)  # the same command again: the interrupted point comes back first
+    search.suggest_conditional(rerun, conditional)
+    assert rerun.params == killed.params
+
+
+def test_the_widened_search_preset_composes_and_its_conditions_hold():
+    cfg = compose_hydra("hparams_search=mlp_wider")
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    space, fixed = search.search_space([f"{k}={v}" for k, v in sweeper["params"].items()])
+    conditional = search.conditional_space(sweeper["conditional"], space, fixed)
+    assert set(conditional) == {"optimizer=sgd", "optimizer=adamw", "model.layers=1", "model.layers=2"}
+    assert (cfg.hydra.sweep.dir, cfg.train.steps, sweeper["min_resource"]) == ("outputs/search/mlp_wider", 60000, 5000)
+    with pytest.raises(ConfigCompositionException):  # the schema knows the key: a typo fails at composition
+        compose_hydra("hparams_search=mlp_wider", "hydra.sweeper.conditionl={}")
 
 
 # -- pruners ----------------------------------------------------------------------------------------------------
@@ -576,3 +686,37 @@ def test_an_interrupted_search_continues_with_the_same_command(tmp_path, words_f
     assert metrics(jobs[1])["error"].startswith("interrupted")
     assert "/5 jobs finished" in r.stdout, r.stdout[-1200:]  # the table lists the interrupted trial too
     assert "A new study created" not in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_the_widened_search_runs_its_conditional_keys_as_overrides(tmp_path, words_file):
+    """hparams_search=mlp_wider, tiny: each job's overrides hold the keys of the conditions its trial met
+    (its optimizer's lr and weight decay, the hidden width and precision of its depth) and no others;
+    model.hidden fixed on the command line is sampled in no trial; results and Optuna name override keys."""
+    sweep = tmp_path / "search"
+    args = ["hparams_search=mlp_wider", *TINY, "train.steps=60", "train.eval_every=30", f"data.path={words_file}"]
+    args += [f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=4", "hydra.sweeper.min_resource=30"]
+    r = run_cli(*args, "hydra.sweeper.sampler.n_startup_trials=4", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = _jobs(sweep)
+    assert len(jobs) == 4
+    for job in jobs.values():
+        listed = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        over = dict(o.split("=", 1) for o in listed)
+        cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        assert cfg["model"]["hidden"] == 16 and [o for o in listed if o.startswith("model.hidden=")] == [
+            "model.hidden=16"
+        ]
+        lr = float(over["schedule.lr"])
+        if over["optimizer"] == "sgd":
+            assert 0.03 <= lr <= 0.3 and "schedule.min_lr" not in over
+        else:
+            assert 0.0005 <= lr <= 0.01 and cfg["schedule"]["min_lr"] == 1e-5
+        assert cfg["optimizer"]["name"] == over["optimizer"]
+        assert cfg["optimizer"]["weight_decay"] == float(over["optimizer.weight_decay"])
+        assert (over.get("train.precision") == "bf16") == (over["model.layers"] == "1")
+        assert metrics(job)["status"] in ("ok", "pruned")
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_params"]
+    assert "schedule.lr" in best and not any("|" in k for k in best)
+    study = optuna.load_study(study_name="mlp_wider", storage=search.open_storage(str(sweep / search.JOURNAL)))
+    assert any(" | optimizer=" in name for t in study.trials for name in t.params)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from makemore import device
-from makemore.config import JOB_DEPTHS, SEARCH_SWEEPER, job_name, sweep_root
+from makemore.config import JOB_DEPTHS, MAX_NAME, SEARCH_SWEEPER, job_name, sweep_root
 from makemore.model import build
 from makemore.report import find_jobs
 
@@ -42,6 +42,17 @@ def test_no_module_imports_the_cli_module():
 )
 def test_job_names(dirname, overrides, num, sweeper, expected):
     assert job_name(dirname, overrides, num, sweeper) == expected
+
+
+def test_a_long_job_name_is_shortened_and_stays_distinct():
+    """A widened search's overrides run past a file name's 255 bytes: the name keeps its start and a hash."""
+    long = ",".join(f"optimizer.weight_decay=0.{i}{'7' * 16},schedule.lr=0.00{i}{'3' * 16}" for i in range(5))
+    names = {job_name(long + f",model.emb={e}", [], 12, SEARCH_SWEEPER) for e in (16, 24)}
+    assert len(names) == 2
+    for name in names:
+        assert len(name) == MAX_NAME and name.startswith("12_optimizer.weight_decay=0.0777")
+    name, _, seed = job_name(long, [long, "seed=3"], 0, "BasicSweeper").partition("/")
+    assert len(name) == MAX_NAME and "~" in name and seed == "seed=3"
 
 
 def _job(root: Path, rel: str, mode: str = "MULTIRUN") -> Path:
