@@ -60,6 +60,7 @@ def test_defaults_are_the_contract():
         (["experiment=best"], "model.hidden", 1000),
         (["hparams_search=optuna"], "hydra.sweeper.study_name", "makemore"),
         (["hparams_search=mlp_wide"], "hydra.sweeper.n_trials", 40),
+        (["hparams_search=mlp_wider"], "hydra.sweeper.n_jobs", 2),
         (["hparams_search=mlp_wide"], "hydra.sweeper.min_resource", 5000),
         (["hparams_search=mlp_wide"], "hydra.sweep.dir", "outputs/search/mlp_wide"),
         (["hparams_search=optuna", "hydra.sweeper.pruner=median"], "hydra.sweeper.pruner", "median"),
@@ -119,6 +120,19 @@ def test_best_preset():
     assert (t.steps, t.batch_size, t.eval_test) == (60000, 256, False)
     assert (cfg.optimizer.name, cfg.optimizer.weight_decay) == ("sgd", 0.0003)
     assert (cfg.schedule.lr, cfg.schedule.min_lr) == (0.0626, 0.001)
+
+
+def test_best_adamw_preset():
+    """The widened search's best: two batch-normed layers, AdamW; it trains on the autograd engine."""
+    from makemore import engine
+
+    cfg = compose_cfg("experiment=best_adamw")
+    m = cfg.model
+    assert (m.block_size, m.emb, m.hidden, m.layers, m.norm.value, m.direct) == (6, 16, 300, 2, "batch", False)
+    assert (cfg.train.steps, cfg.train.batch_size) == (60000, 128)
+    assert (cfg.optimizer.name, round(cfg.optimizer.weight_decay, 4)) == ("adamw", 0.5414)
+    assert (round(cfg.schedule.lr, 6), cfg.schedule.min_lr, cfg.schedule.name) == (0.001168, 1e-5, "cosine")
+    assert engine.resolve("auto", dict(cfg.model)) == "autograd"
 
 
 def test_grid_preset_is_a_multirun():
