@@ -156,24 +156,10 @@ def test_an_interrupted_trial_reruns_with_its_conditional_values(tmp_path):
     conditional = search.conditional_space(CONDITIONAL, space, fixed)
     names = space | {n: d for block in conditional.values() for n, d in block.items()}
     storage = search.storage_path(None, tmp_path)
-
-    def open_():
-        return search.open_study(
-            storage=storage,
-            study_name="c",
-            direction="minimize",
-            space=names,
-            fixed=fixed,
-            sampler_seed=3,
-            n_startup_trials=10,
-            pruner=search.make_pruner("none", steps=9),
-            where=str(tmp_path),
-        )
-
-    killed = open_().ask(space)
+    killed = _open(storage, fixed, tmp_path, names).ask(space)
     search.suggest_conditional(killed, conditional)
     assert any(" | " in name for name in killed.params)
-    rerun = open_().ask(space)  # the same command again: the interrupted point comes back first
+    rerun = _open(storage, fixed, tmp_path, names).ask(space)  # the same command again: that point comes first
     search.suggest_conditional(rerun, conditional)
     assert rerun.params == killed.params
 
@@ -274,8 +260,9 @@ def test_median_waits_for_its_warm_up_and_first_trials():
 # -- the study: kept, continued, refused ----------------------------------------------------------------------
 
 
-def _open(storage: str, fixed: dict, where: Path) -> optuna.Study:
-    space, _ = search.search_space(["model.emb=choice(2, 4)", "schedule.lr=tag(log, interval(0.01, 0.5))"])
+def _open(storage: str, fixed: dict, where: Path, space: dict | None = None) -> optuna.Study:
+    if space is None:
+        space, _ = search.search_space(["model.emb=choice(2, 4)", "schedule.lr=tag(log, interval(0.01, 0.5))"])
     return search.open_study(
         storage=storage,
         study_name="s",
