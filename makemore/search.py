@@ -101,10 +101,9 @@ def conditional_space(
     and the others are dropped; a key the command line fixes is never sampled."""
     out: Conditional = {}
     for condition, block in conditional.items():
-        key, eq, value = condition.partition("=")
-        key, value = key.strip(), value.strip()
+        key, value = _condition(condition)
         where = f"hydra.sweeper.conditional: {condition!r}"
-        if not eq or not key or not value:
+        if not key or not value:
             raise SearchError(f"{where} is not a condition; write key=value, e.g. optimizer=adamw")
         if key in fixed:
             if fixed[key] == value:
@@ -124,6 +123,12 @@ def conditional_space(
     return out
 
 
+def _condition(condition: str) -> tuple[str, str]:
+    """ "key=value" -> (key, value); an empty part where there is no "="."""
+    key, eq, value = condition.partition("=")
+    return key.strip(), value.strip() if eq else ""
+
+
 def _block_space(block: dict[str, Any], fixed: dict[str, str], where: str) -> dict[str, BaseDistribution]:
     if not isinstance(block, dict):
         raise SearchError(f"{where} must map keys to search spaces, got {block!r}")
@@ -139,8 +144,8 @@ def param_key(name: str) -> str:
 def suggest_conditional(trial: optuna.Trial, conditional: Conditional) -> None:
     """Sample the keys whose condition the trial's main parameters meet."""
     for condition, names in conditional.items():
-        key, _, value = condition.partition("=")
-        if str(trial.params.get(key.strip())) == value.strip():
+        key, value = _condition(condition)
+        if str(trial.params.get(key)) == value:
             for name, dist in names.items():
                 trial._suggest(name, dist)  # noqa: SLF001  (Optuna's one entry point for any distribution)
 

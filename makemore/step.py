@@ -171,13 +171,13 @@ class FastStep:
             self.h_emb.copy_(self.rows3)
         if self.norm == "none":  # the product computes 2 hpre = 2y directly
             self._addmm(self.hpre, self.emb_a, self.W1p, beta=0, alpha=2.0, out=self.hpre)
-            if self.low:
-                self.hpre32.copy_(self.hpre)
-            s = torch.sigmoid(self.hpre32, out=self.s)
         else:
             self._mm(self.emb_a, self.W1p, out=self.hpre)
-            if self.low:
-                self.hpre32.copy_(self.hpre)
+        if self.low:
+            self.hpre32.copy_(self.hpre)
+        if self.norm == "none":
+            s = torch.sigmoid(self.hpre32, out=self.s)
+        else:
             s = self._norm_forward(self.hpre32).sigmoid_()
         torch.add(self.neg_one, s, alpha=2.0, out=self.h)  # tanh(y) = 2 sigmoid(2y) - 1
         self._mm(self.h_a, self.W2p, out=self.logits)
