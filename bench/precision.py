@@ -11,13 +11,14 @@ Prints, on the threads a run of the preset uses (all cores; --threads to change)
   3. the lecture config's step (batch 32, 1 thread, as its runs use) in both precisions, the same way;
   4. experiments/best.yaml (composed with Hydra, as `python -m makemore.run experiment=best` does), trained for
      --steps steps in each precision through makemore.train.fit, the cosine schedule over those steps, the same
-     seed and batches, the two alternating every 5000 steps: training seconds (the steps alone, as a run's
+     seed and batches, the two alternating every --chunk steps (1000): training seconds (the steps alone, as a run's
      steps/s), µs/step, train and dev loss (every example), the bf16/fp32 speed ratio and the dev gap.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -134,9 +135,10 @@ def step_table(conf: dict, ds, threads: int, steps: int, repeats: int, label: st
     return us
 
 
-def train_both(conf: dict, ds, threads: int, steps: int, chunk: int = 5000) -> None:
+def train_both(conf: dict, ds, threads: int, steps: int, chunk: int = 1000) -> None:
     """Both precisions trained in alternating stretches of `chunk` steps (fit resumes from its Progress, drawing
-    the batches an uninterrupted run draws), so a slower minute of this shared machine falls on both alike."""
+    the batches an uninterrupted run draws), so a slower stretch of this shared machine falls on both alike; the
+    order flips every stretch (fp32 bf16 bf16 fp32 ...), so neither always runs first."""
     torch.set_num_threads(threads)
     print(
         f"\nexperiment=best trained {steps} steps in each precision (cosine over {steps} steps, {threads} threads; "
@@ -146,8 +148,10 @@ def train_both(conf: dict, ds, threads: int, steps: int, chunk: int = 5000) -> N
         p: model_mod.from_config(conf["model"], len(ds.vocab), seed=conf["seed"], form="flat") for p in PRECISIONS
     }
     progress = {p: Progress() for p in PRECISIONS}
-    for end in [*range(chunk, steps, chunk), steps]:
-        for p in PRECISIONS:
+    stretch = {p: [] for p in PRECISIONS}  # seconds of each stretch
+    for i, end in enumerate([*range(chunk, steps, chunk), steps]):
+        for p in PRECISIONS[:: (-1) ** i]:
+            before = progress[p].seconds
             fit(
                 models[p],
                 ds,
@@ -161,6 +165,7 @@ def train_both(conf: dict, ds, threads: int, steps: int, chunk: int = 5000) -> N
                 precision=p,
                 progress=progress[p],
             )
+            stretch[p].append(progress[p].seconds - before)
     print(f"{'precision':10s} {'train s':>8s} {'µs/step':>8s} {'train':>8s} {'dev':>8s}")
     res = {}
     for p in PRECISIONS:
@@ -169,6 +174,12 @@ def train_both(conf: dict, ds, threads: int, steps: int, chunk: int = 5000) -> N
         print(f"{p:10s} {sec:8.1f} {1e6 * sec / steps:8.0f} {res[p][1]:8.5f} {res[p][2]:8.5f}")
     (s32, _, d32), (s16, _, d16) = res["fp32"], res["bf16"]
     print(f"bf16 trains {s32 / s16:.2f}x as fast as fp32; dev bf16 - fp32 = {d16 - d32:+.5f}")
+    # each stretch's ratio against its neighbour of the other precision: how the ratio spreads as the machine's
+    # speed drifts (a busy stretch slows both; the quartiles show how much it moves the ratio)
+    if len(stretch["fp32"]) < 2:
+        return
+    q = statistics.quantiles([a / b for a, b in zip(stretch["fp32"], stretch["bf16"])], n=4)
+    print(f"per {chunk}-step stretch, bf16's speed over fp32's: median {q[1]:.2f}x, quartiles {q[0]:.2f}-{q[2]:.2f}x")
 
 
 def main() -> None:
@@ -176,6 +187,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(NAMES))
     ap.add_argument("--threads", type=int, default=cores(), help="torch threads (default: all cores, as a run)")
     ap.add_argument("--steps", type=int, default=3000, help="training steps per precision (0: only the step table)")
+    ap.add_argument("--chunk", type=int, default=1000, help="training steps per alternation of the precisions")
     ap.add_argument("--step-count", type=int, default=200, help="steps per timed round of the step table")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
@@ -187,7 +199,7 @@ def main() -> None:
     lds = data_mod.load(args.data, lecture["data"]["splits"], lecture["data"]["seed"], lecture["model"]["block_size"])
     step_table(lecture, lds, 1, args.step_count * 10, args.repeats, "experiment=lecture")
     if args.steps:
-        train_both(best, ds, args.threads, args.steps)
+        train_both(best, ds, args.threads, args.steps, args.chunk)
 
 
 if __name__ == "__main__":

@@ -33,15 +33,17 @@ Fewer elementwise passes where the hidden layer is widest (profiled with torch.p
 
 precision="bf16" (train.precision): the six products read bfloat16 copies of the operands (at the best
 preset's shapes this CPU's bf16 products run ~2.1x as fast as fp32's) and accumulate in fp32 inside; the
-weights stay fp32 masters (bf16 copies are refreshed before each step), each product's bf16 result is
-converted once and added into them, and every elementwise pass (norm, sigmoid, softmax, the loss) runs in fp32
-on fp32 buffers, because this torch's elementwise kernels are no faster on bf16 than on fp32 (measured).
+weights stay fp32 masters (one bf16 copy of W1a and W2a, adjacent in the flat buffer, is made before each
+step), the two weight-gradient products' bf16 results are converted and added into them in one call each
+(mixed-type kernels measured slower than a conversion and an fp32 kernel), and every
+elementwise pass (norm, sigmoid, softmax, the loss) runs in fp32 on fp32 buffers, because this torch's
+elementwise kernels are no faster on bf16 than on fp32 (measured).
 Evaluation is always fp32 (model.forward).
 
 Weight decay (on C, W1, W2, D) is SGD's p -= lr * (g + wd * p), applied after the gradients that read those
 weights were computed: C is scaled by c = 1 - lr * wd, and W1a and W2a get c as the beta of their update
-products (W = c W + alpha a^T d: no pass of its own), after which their bias rows get back the (1 - c) b that
-biases must not lose.
+products (W = c W + alpha a^T d: no pass of its own). Biases must not decay, so their rows are divided by c
+first: c (b / c) + g = b + g (kept aside and added back instead where c is near 0).
 
 With a `grad` buffer (shaped like the model's flat buffer) the step writes the gradients there instead of
 updating, for another optimizer (optim.FlatUpdate) to apply: the same products with alpha = 1/N, the
@@ -88,8 +90,18 @@ class FastStep:
         st = model.storage
         self.C2 = st["C"].view(K * V, E)  # rows of all replicas; batch indices carry a k*V offset
         self.W1a, self.W2a = sq(st["W1a"]), sq(st["W2a"])  # the fp32 masters
-        # what the products read: the masters themselves, or bf16 copies refreshed at the start of each step
-        W1p, W2p = (torch.empty_like(st[n], dtype=dt) for n in ("W1a", "W2a")) if self.low else (st["W1a"], st["W2a"])
+        # W1a and W2a are adjacent in the flat buffer (model.py): bf16 work on both is one call over that range,
+        # as every call costs ~10 us here on top of its arithmetic (measured in the step)
+        lo, hi = st["W1a"].storage_offset(), st["W2a"].storage_offset() + st["W2a"].numel()
+        self.W_range = model.flat[lo:hi]
+        W1p, W2p = st["W1a"], st["W2a"]  # what the products read: the masters, or bf16 copies made each step
+        if self.low:
+            self.Wp_range = torch.empty_like(self.W_range, dtype=dt)
+            W1p, W2p = self._mirror(self.Wp_range, st["W1a"], st["W2a"], lo)
+            # the weight-gradient products' bf16 results, laid out as W1a and W2a: one add puts both into the masters
+            self.gWp_range = torch.empty_like(self.Wp_range)
+            self.gW32_range = torch.empty_like(self.W_range)  # ... converted
+            self.gW1p, self.gW2p = (sq(t) for t in self._mirror(self.gWp_range, st["W1a"], st["W2a"], lo))
         self.W1p, self.W2p = sq(W1p), sq(W2p)
         self.W1T, self.W2T = sq(W1p[:, :BE].transpose(1, 2)), sq(W2p[:, :H].transpose(1, 2))
         # the bias rows (b1: W1a's last; b2: W2a's row H), kept across a decaying update (see the docstring)
@@ -122,11 +134,6 @@ class FastStep:
         self.demb = sq(buf(K, N, BE, dtype=dt))
         self.demb32 = sq(buf(K, N, BE)) if self.low else self.demb  # for the fp32 embedding table
         self.demb_rows = self.demb32.view(K * N * B, E)
-        if self.low:  # the weight-gradient products' bf16 results, added into the fp32 masters
-            self.gW1p = (torch.empty_like(self.W1p), torch.empty_like(self.W1a))  # (bf16 result, its fp32 copy)
-            self.gW2p = (torch.empty_like(self.W2p), torch.empty_like(self.W2a))
-        else:
-            self.gW1p = self.gW2p = None
         self.minus_one = sq(buf(K, N, 1, fill=-1.0))
         self.neg_one = -torch.ones((), device=dev)
         self.sq = sq
@@ -134,11 +141,16 @@ class FastStep:
         # torch's fused norm kernels take one gain for all rows: one replica (batch norm also needs N > 1)
         self.native = model.norm != "none" and K == 1 and (model.norm == "layer" or N > 1)
         if model.norm != "none":
-            self.gain2, self.shift2 = buf(K, H), buf(K, H)  # 2 * gain, 2 * shift: the norm writes 2y
+            # 2 * gain, 2 * shift (the norm writes 2y), from gain and shift (adjacent in the flat buffer) in one call
+            g0 = st["gain"].storage_offset()
+            self.gain_shift = model.flat[g0 : g0 + 2 * K * H].view(2, K, H)
+            self.gain_shift2 = buf(2, K, H)
+            self.gain2, self.shift2 = self.gain_shift2.unbind(0)
         if grad is not None:  # views of the gradient buffer laid out as the parameters (same offsets)
             g = {n: grad.as_strided(t.shape, t.stride(), t.storage_offset()) for n, t in st.items()}
             self.gC2, self.gW1a, self.gW2a = g["C"].view(K * V, E), sq(g["W1a"]), sq(g["W2a"])
             self.gnorm = (g["gain"], g["shift"]) if model.norm != "none" else None
+            self.gW_range = grad[lo:hi]
 
     def batches(
         self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor
@@ -162,8 +174,7 @@ class FastStep:
         if self.grad is not None:
             self.grad.zero_()  # C's rows (and the norm's) accumulate; the products overwrite
         if self.low:
-            self.W1p.copy_(self.W1a)
-            self.W2p.copy_(self.W2a)
+            self.Wp_range.copy_(self.W_range)
         # forward
         torch.index_select(self.C2, 0, ix, out=self.rows)
         self.emb.copy_(self.rows3)
@@ -188,7 +199,7 @@ class FastStep:
         dlogits.scatter_add_(-1, Y, self.minus_one)
         dl = self.dlogits.copy_(dlogits) if self.low else dlogits
         self._mm(dl, self.W2T, out=self.dh)
-        if self.low:
+        if self.low:  # a conversion, then the fp32 kernel: faster than sigmoid_backward on mixed types (measured)
             self.dy.copy_(self.dh)
         dy = aten.sigmoid_backward.grad_input(self.dy, s, grad_input=self.dy)  # dL/dy / 4
         dx = dy if self.norm == "none" else self._norm_backward(dy, step4)  # dL/dhpre / 4, fp32
@@ -208,40 +219,47 @@ class FastStep:
     def _apply(self, ix: torch.Tensor, lr: float, dl: torch.Tensor, dhpre: torch.Tensor, step: float, step4: float):
         """The weight gradients into the gradient buffer, or the update with weight decay or bf16 products."""
         if self.grad is not None:
-            self._weight_grad(self.gW2a, self.h_aT, dl, step, self.gW2p)
-            self._weight_grad(self.gW1a, self.emb_aT, dhpre, step4, self.gW1p)
+            if self.low:  # the bf16 results, then one conversion into the fp32 gradient buffer
+                self._weight_grads(self.gW2p, self.gW1p, dl, dhpre, step, step4)
+                self.gW_range.copy_(self.gWp_range)
+            else:
+                self._weight_grads(self.gW2a, self.gW1a, dl, dhpre, step, step4)
             if self.norm == "batch":  # b1's gradient is exactly 0 before batch norm (float noise here): hold it
                 self.gW1a[..., -1, :].zero_()
             self.gC2.index_add_(0, ix, self.demb_rows)
             return
         # update: the gradients that read W1 and W2 are done, so decay and step may change them now
         c = 1.0 - lr * self.wd
+        keep = self.wd and abs(c) < 1e-3  # lr * wd near 1: b / c below would lose b, so b is kept aside
         if self.wd:
             self.C2.mul_(c)
-            self.b1_keep.copy_(self.b1)
-            self.b2_keep.copy_(self.b2)
-        self._weight_grad(self.W2a, self.h_aT, dl, step, self.gW2p, beta=c)
-        self._weight_grad(self.W1a, self.emb_aT, dhpre, step4, self.gW1p, beta=c)
-        if self.wd:
+            if keep:
+                self.b1_keep.copy_(self.b1)
+                self.b2_keep.copy_(self.b2)
+            else:  # W = c W + g decays the bias rows too; c (b / c) + g = b + g undoes it
+                self.b1.mul_(1.0 / c)
+                self.b2.mul_(1.0 / c)
+        if self.low:  # the bf16 results, converted, then one add of both into the masters: W = c W + g
+            self._weight_grads(self.gW2p, self.gW1p, dl, dhpre, step, step4)
+            self.gW32_range.copy_(self.gWp_range)
+            torch.add(self.gW32_range, self.W_range, alpha=c, out=self.W_range)
+        else:  # fp32 fuses the update into the products
+            self._addmm_(self.W2a, self.h_aT, dl, beta=c, alpha=step)
+            self._addmm_(self.W1a, self.emb_aT, dhpre, beta=c, alpha=step4)
+        if keep:
             self.b1.add_(self.b1_keep, alpha=1.0 - c)
             self.b2.add_(self.b2_keep, alpha=1.0 - c)
         self.C2.index_add_(0, ix, self.demb_rows)
 
-    def _weight_grad(
-        self, target: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float, low_bufs, beta: float = 1.0
-    ):
-        """target = beta target + alpha a b (an update of the masters, or a zeroed gradient buffer filled): fp32
-        fuses it into the product; bf16 takes the product's bf16 result and adds it into the fp32 target."""
-        if not self.low:
-            if self.grad is None:
-                self._addmm_(target, a, b, beta=beta, alpha=alpha)
-            else:
-                self._addmm(target, a, b, beta=0, alpha=alpha, out=target)
-            return
-        g, g32 = low_bufs
-        self._addmm(g, a, b, beta=0, alpha=alpha, out=g)
-        g32.copy_(g)  # a vectorized conversion, then an fp32 add: 1.5x faster than one mixed-type add
-        torch.add(g32, target, alpha=beta, out=target)
+    def _weight_grads(self, gW2, gW1, dl: torch.Tensor, dhpre: torch.Tensor, step: float, step4: float):
+        """gW2 = step [h | 1]^T dl and gW1 = step4 [emb | 1]^T dhpre, written into the given buffers."""
+        self._addmm(gW2, self.h_aT, dl, beta=0, alpha=step, out=gW2)
+        self._addmm(gW1, self.emb_aT, dhpre, beta=0, alpha=step4, out=gW1)
+
+    @staticmethod
+    def _mirror(buffer: torch.Tensor, W1a: torch.Tensor, W2a: torch.Tensor, lo: int):
+        """Views of `buffer` (a copy of the flat range starting at offset lo) laid out as W1a and W2a."""
+        return (buffer[t.storage_offset() - lo :][: t.numel()].view(t.shape) for t in (W1a, W2a))
 
     # -- normalization of the hidden pre-activations (batch or layer norm) --------------------------
 
@@ -250,8 +268,7 @@ class FastStep:
         statistics. The fused kernels' out= forms copy (autogenerated): their results are taken as they come."""
         m = self.model
         K, H = m.replicas, m.hidden
-        torch.mul(m.params["gain"], 2.0, out=self.gain2)
-        torch.mul(m.params["shift"], 2.0, out=self.shift2)
+        torch.mul(self.gain_shift, 2.0, out=self.gain_shift2)
         if self.native:
             g2, s2 = self.gain2.view(H), self.shift2.view(H)
             if self.norm == "layer":

@@ -57,7 +57,9 @@ def autograd_step(m: MLP, X, Y, lr, wd):
 
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
 @pytest.mark.parametrize("K", [1, 3])
-@pytest.mark.parametrize("wd", [0.0, 0.01])
+# wd 1.0 decays by c = 1 - lr wd = 0.7, which the step undoes for the biases by dividing them by c first;
+# wd 1 / 0.3 makes c = 0, where it keeps them aside instead
+@pytest.mark.parametrize("wd", [0.0, 0.01, 1.0, 1 / 0.3])
 def test_fast_step_equals_autograd(norm, K, wd):
     torch.manual_seed(0)
     V, B, E, H, N = 11, 4, 5, 7, 16
