@@ -4,9 +4,12 @@ bfloat16 products is refused in one line."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
-from conftest import QUICK, metrics, run_cli
+from conftest import QUICK, ROOT, metrics, run_cli
 from test_engines import OPTIMIZERS, WORDS, grid, pair
 
 from makemore import engine as engines
@@ -138,3 +141,23 @@ def test_bf16_from_the_command_line(tmp_path, words_file, options):
     m = metrics(tmp_path / "r")
     assert m["status"] == "ok" and m["dev_loss"] < 3.5
     assert "precision: bf16" in (tmp_path / "r" / ".hydra" / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_the_precision_bench_prints_both_tables_and_the_trained_ratio(words_file):
+    """bench/precision.py as the README runs it, on a small word file and few steps: its tables and the trained
+    comparison come out (the timings themselves are the bench's business, not a test's)."""
+    bench = [sys.executable, str(ROOT / "bench" / "precision.py"), "--data", str(words_file)]
+    r = subprocess.run(
+        [*bench, "--steps", "2000", "--step-count", "3", "--repeats", "1"], capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.count("bf16 step: ") == 2  # the preset's step table and the lecture's
+    for table in ("experiment=best: block 6, emb 32, hidden 1000", "experiment=lecture: block 3, emb 10"):
+        assert table in out
+    trained = out.split("trained 2000 steps in each precision")[1]
+    rows = {w[0]: w[1:] for w in map(str.split, trained.splitlines()) if w and w[0] in ("fp32", "bf16") and len(w) == 5}
+    assert set(rows) == {"fp32", "bf16"} and all(float(v[0]) > 0 for v in rows.values())  # training seconds
+    assert abs(float(rows["bf16"][3]) - float(rows["fp32"][3])) < 0.02  # the dev losses agree
+    assert "bf16 trains " in trained and "per 1000-step stretch, bf16's speed over fp32's: median " in trained
