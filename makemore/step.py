@@ -31,6 +31,11 @@ Fewer elementwise passes where the hidden layer is widest (profiled with torch.p
     with 2 * gain and 2 * shift so the norm writes 2y for the sigmoid directly. K replicas use the formulas
     above (one gain per replica), in fp32.
 
+Layer norm with one replica on the CPU goes further where fused.py can build fused_norm.c: the norm, the
+sigmoid and h = 2s - 1 are one C pass over the rows (reading bf16 hpre directly, writing bf16 h), and the
+backward's sigmoid_backward, norm backward, gain and shift updates and dhpre one more; torch's kernels above
+otherwise (MAKEMORE_FUSED=0, no C compiler, other norms, replicas, CUDA), with the same results to float rounding.
+
 precision="bf16" (train.precision): the six products read bfloat16 copies of the operands (at the best
 preset's shapes this CPU's bf16 products run ~2.1x as fast as fp32's) and accumulate in fp32 inside; the
 weights stay fp32 masters (one bf16 copy of W1a and W2a, adjacent in the flat buffer, is made before each
@@ -54,6 +59,7 @@ from __future__ import annotations
 
 import torch
 
+from .fused import library as fused_library
 from .model import BN_EPS, BN_MOMENTUM, MLP
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -71,6 +77,7 @@ class FastStep:
         weight_decay: float = 0.0,
         grad: torch.Tensor | None = None,
         precision: str = "fp32",
+        fused: bool = True,
     ):
         self.model, self.N, self.wd, self.grad = model, batch_size, weight_decay, grad
         if grad is not None and weight_decay:
@@ -152,6 +159,9 @@ class FastStep:
             self.gC2, self.gW1a, self.gW2a = g["C"].view(K * V, E), sq(g["W1a"]), sq(g["W2a"])
             self.gnorm = (g["gain"], g["shift"]) if model.norm != "none" else None
             self.gW_range = grad[lo:hi]
+        self.fused = False
+        if fused:
+            self._use_fused(model, dev)
 
     def batches(
         self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor
@@ -185,13 +195,7 @@ class FastStep:
             self._addmm(self.hpre, self.emb_a, self.W1p, beta=0, alpha=2.0, out=self.hpre)
         else:
             self._mm(self.emb_a, self.W1p, out=self.hpre)
-        if self.low:
-            self.hpre32.copy_(self.hpre)
-        if self.norm == "none":
-            s = torch.sigmoid(self.hpre32, out=self.s)
-        else:
-            s = self._norm_forward(self.hpre32).sigmoid_()
-        torch.add(self.neg_one, s, alpha=2.0, out=self.h)  # tanh(y) = 2 sigmoid(2y) - 1
+        s = self._hidden_forward()
         self._mm(self.h_a, self.W2p, out=self.logits)
         lsm = torch.log_softmax(self.logits, dim=-1, dtype=torch.float32 if self.low else None)
         torch.gather(lsm, -1, Y, out=picked)
@@ -200,11 +204,7 @@ class FastStep:
         dlogits.scatter_add_(-1, Y, self.minus_one)
         dl = self.dlogits.copy_(dlogits) if self.low else dlogits
         self._mm(dl, self.W2T, out=self.dh)
-        if self.low:  # a conversion, then the fp32 kernel: faster than sigmoid_backward on mixed types (measured)
-            self.dy.copy_(self.dh)
-        dy = aten.sigmoid_backward.grad_input(self.dy, s, grad_input=self.dy)  # dL/dy / 4
-        dx = dy if self.norm == "none" else self._norm_backward(dy, step4)  # dL/dhpre / 4, fp32
-        dhpre = self.dhpre.copy_(dx) if self.low else dx
+        dhpre = self._hidden_backward(s, step4)
         self._addmm(self.demb, dhpre, self.W1T, beta=0, alpha=step4, out=self.demb)  # -lr * demb / N
         if m.direct:  # emb also reaches the logits through D
             self._addmm_(self.demb, dl, self.DT, alpha=step)
@@ -216,6 +216,50 @@ class FastStep:
             self.C2.index_add_(0, ix, self.demb_rows)
         else:
             self._apply(ix, lr, dl, dhpre, step, step4)
+
+    def _hidden_forward(self) -> torch.Tensor:
+        """hpre -> s = sigmoid(2y) and h = 2s - 1 = tanh(y), through the norm if any; returns s."""
+        if self.fused:
+            self._fused_forward(*self._fused_forward_args)
+            return self.s
+        if self.low:
+            self.hpre32.copy_(self.hpre)
+        if self.norm == "none":
+            s = torch.sigmoid(self.hpre32, out=self.s)
+        else:
+            s = self._norm_forward(self.hpre32).sigmoid_()
+        torch.add(self.neg_one, s, alpha=2.0, out=self.h)  # tanh(y) = 2 sigmoid(2y) - 1
+        return s
+
+    def _hidden_backward(self, s: torch.Tensor, step4: float) -> torch.Tensor:
+        """dh -> dL/dhpre / 4 as the products read it (bf16 or fp32); the norm's gain and shift get step4 times
+        their gradients."""
+        if self.fused:
+            self._fused_backward(*self._fused_backward_args[0], step4, *self._fused_backward_args[1])
+            return self.dhpre if self.low else self.dh
+        if self.low:  # a conversion, then the fp32 kernel: faster than sigmoid_backward on mixed types (measured)
+            self.dy.copy_(self.dh)
+        dy = aten.sigmoid_backward.grad_input(self.dy, s, grad_input=self.dy)  # dL/dy / 4
+        dx = dy if self.norm == "none" else self._norm_backward(dy, step4)  # dL/dhpre / 4, fp32
+        return self.dhpre.copy_(dx) if self.low else dx
+
+    def _use_fused(self, model: MLP, dev) -> None:
+        """Layer norm and tanh in one C pass each way (fused.py), where it is built: one replica on the CPU."""
+        lib = fused_library() if self.native and self.norm == "layer" and torch.device(dev).type == "cpu" else None
+        self.fused = lib is not None
+        if not self.fused:
+            return
+        N, H, low = self.N, model.hidden, int(self.low)
+        gain = model.params["gain"]
+        gain_t, shift_t = (gain, model.params["shift"]) if self.grad is None else self.gnorm
+        self.mean, self.rstd = torch.empty(N, device=dev), torch.empty(N, device=dev)
+        dx = self.dhpre if self.low else self.dh  # fp32: dx overwrites dh row by row (the kernel reads a row first)
+        p = [self.hpre, self.gain_shift, self.s, self.h, self.mean, self.rstd, self.dh, gain, gain_t, shift_t, dx]
+        hpre, gain_shift, s, h, mean, rstd, dh, gain, gain_t, shift_t, dx = (t.data_ptr() for t in p)
+        self._fused_forward = lib.fused_norm_tanh_forward
+        self._fused_forward_args = (hpre, low, gain_shift, BN_EPS, s, h, low, self.h.stride(0), mean, rstd, N, H)
+        self._fused_backward = lib.fused_norm_tanh_backward
+        self._fused_backward_args = (dh, low, s, hpre, low, mean, rstd, gain), (gain_t, shift_t, dx, low, N, H)
 
     def _apply(self, ix: torch.Tensor, lr: float, dl: torch.Tensor, dhpre: torch.Tensor, step: float, step4: float):
         """The weight gradients into the gradient buffer, or the update with weight decay or bf16 products."""

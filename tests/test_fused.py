@@ -1,0 +1,164 @@
+"""fused_norm.c through fused.py: the fast step's layer norm and tanh in one C pass each way. The step with it
+equals the step with torch's kernels (fp32 to float rounding, bf16 to bfloat16's), as an update and into a
+gradient buffer, on one thread and two; where it cannot be built the step runs torch's kernels and says why."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+from makemore import fused
+from makemore.model import MLP
+from makemore.step import FastStep
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler: the step runs torch's kernels"
+)
+BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+PRECISIONS = ["fp32", pytest.param("bf16", marks=pytest.mark.skipif(not BF16, reason="no bfloat16 products"))]
+
+
+def test_the_kernel_builds_with_the_system_compiler():
+    assert fused.library() is not None
+
+
+def train(precision, on, *, H=37, steps=20, wd=3e-4, grad=False, direct=False, threads=1):
+    """`steps` steps of a layer-normed MLP (one replica) from one init and one batch sequence; with grad, the
+    gradients go into a buffer and plain SGD applies them. Returns the step, the losses (steps, N) and the
+    weights, and the last gradients where grad."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        V, B, E, N = 27, 4, 8, 32
+        model = MLP(V, B, E, H, norm="layer", direct=direct).init_("scaled", [0])
+        g = torch.zeros_like(model.flat) if grad else None
+        step = FastStep(model, N, 0.0 if grad else wd, grad=g, precision=precision, fused=on)
+        X = torch.randint(0, V, (400, B))
+        Y = (X[:, -1] + 1) % V  # learnable: the next character follows the last one
+        ix = torch.randint(0, 400, (steps, 1, N), generator=torch.Generator().manual_seed(1))
+        rows, targets = step.batches(X, Y, ix)
+        picked = torch.empty(steps, *targets[0].shape)
+        for i in range(steps):
+            step(rows[i], targets[i], 0.2, picked[i])
+            if grad:
+                model.flat.sub_(0.2 * g)
+        return step, -picked.view(steps, N), model.flat.clone(), g
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("direct", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_fused_step_equals_torchs_kernels(precision, grad, direct, threads):
+    fast, losses, flat, g = train(precision, True, grad=grad, direct=direct, threads=threads)
+    ref, ref_losses, ref_flat, ref_g = train(precision, False, grad=grad, direct=direct, threads=threads)
+    assert fast.fused and not ref.fused
+    # fp32: the same math in another order; bf16: operands the two round differently now and then
+    tol = dict(rtol=1e-5, atol=1e-5) if precision == "fp32" else dict(rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(losses, ref_losses, **tol)
+    torch.testing.assert_close(flat, ref_flat, **tol)
+    if grad:
+        torch.testing.assert_close(g, ref_g, **tol)
+    assert losses[-5:].mean() < losses[:5].mean() - 0.3  # it learned
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_the_fused_step_is_deterministic_on_two_threads(precision):
+    """Its gain and shift sums are added in thread order: a run repeats bit for bit (resumed runs rely on it)."""
+    _, losses, flat, _ = train(precision, True, H=300, threads=2)
+    _, losses2, flat2, _ = train(precision, True, H=300, threads=2)
+    assert torch.equal(losses, losses2) and torch.equal(flat, flat2)
+
+
+def test_only_one_replica_on_the_cpu_with_layer_norm_is_fused():
+    for norm, K in (("none", 1), ("batch", 1), ("layer", 2)):
+        model = MLP(27, 3, 8, 16, replicas=K, norm=norm).init_("scaled", list(range(K)))
+        assert not FastStep(model, 8).fused, (norm, K)
+    assert FastStep(MLP(27, 3, 8, 16, norm="layer").init_("scaled", [0]), 8).fused
+
+
+PROBE = (
+    "from makemore.model import MLP; from makemore.step import FastStep; "
+    "print(FastStep(MLP(27, 3, 8, 16, norm='layer').init_('scaled', [0]), 8).fused)"
+)
+
+
+def probe(tmp_path, **env):
+    e = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), **env)
+    return subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=e, cwd=ROOT, timeout=120)
+
+
+def test_it_is_built_once_into_the_cache(tmp_path):
+    first, second = probe(tmp_path), probe(tmp_path)
+    assert first.stdout.strip() == second.stdout.strip() == "True", first.stderr
+    built = list((tmp_path / "cache" / "makemore").iterdir())
+    assert len(built) == 1 and built[0].name.startswith("fused_norm-") and built[0].suffix == ".so"  # no leftovers
+
+
+def test_without_a_compiler_the_step_runs_torchs_kernels_and_says_why(tmp_path):
+    r = probe(tmp_path, CC=str(tmp_path / "no-such-cc"))
+    assert r.returncode == 0 and r.stdout.strip() == "False"
+    assert "fused layer norm:" in r.stderr and "no-such-cc" in r.stderr and "uses torch's kernels" in r.stderr
+    assert r.stderr.count("\n") == 1  # one line, no traceback
+
+
+def test_a_failing_build_says_why_in_one_line(tmp_path):
+    cc = tmp_path / "cc"
+    script = "#!/bin/sh\n[ \"$1\" = --version ] && echo fake 1.0 && exit 0\necho 'fatal: no OpenMP here' >&2\nexit 1\n"
+    cc.write_text(script)
+    cc.chmod(0o755)
+    r = probe(tmp_path, CC=str(cc))
+    assert r.returncode == 0 and r.stdout.strip() == "False"
+    assert "fatal: no OpenMP here" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_makemore_fused_0_turns_it_off(tmp_path):
+    r = probe(tmp_path, MAKEMORE_FUSED="0")
+    assert r.returncode == 0 and r.stdout.strip() == "False" and r.stderr == ""
+    assert not (tmp_path / "cache").exists()  # nothing built
+
+
+@pytest.mark.parametrize("H", [3, 16, 37, 1000])
+def test_the_kernels_against_torch_autograd(H):
+    """The two C functions alone, fp32: s = sigmoid(2y), h = 2s - 1 (into a strided buffer), mean and rstd, and the
+    backward's dx and gain and shift gradients, against torch's layer norm and tanh through autograd; y reaches
+    +-40, where the sigmoid saturates."""
+    lib, N, eps, alpha = fused.library(), 9, 1e-5, -0.25
+    torch.manual_seed(H)
+    x = torch.randn(N, H) * 3 + 1
+    gain_shift = torch.cat([torch.randn(H) * 10, torch.randn(H)])
+    s, h_a = torch.empty(N, H), torch.full((N, H + 3), 7.0)
+    mean, rstd = torch.empty(N), torch.empty(N)
+    lib.fused_norm_tanh_forward(
+        x.data_ptr(), 0, gain_shift.data_ptr(), eps, s.data_ptr(), h_a.data_ptr(), 0, H + 3,
+        mean.data_ptr(), rstd.data_ptr(), N, H,
+    )  # fmt: skip
+    xr, gain, shift = x.clone().requires_grad_(), *gain_shift.clone().view(2, H).unbind(0)
+    gain.requires_grad_(), shift.requires_grad_()
+    y = torch.nn.functional.layer_norm(xr, [H], gain, shift, eps)
+    h = torch.tanh(y)
+    torch.testing.assert_close(s, torch.sigmoid(2 * y).detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_a[:, :H], h.detach(), rtol=1e-5, atol=2e-6)
+    assert (h_a[:, H:] == 7.0).all()  # the columns past H (the ones column) untouched
+    torch.testing.assert_close(mean, x.mean(1))
+    torch.testing.assert_close(rstd, torch.rsqrt(x.var(1, unbiased=False) + eps))
+    dh = torch.randn(N, H)
+    (h * dh).sum().backward()
+    dx, gain_out, shift_out = torch.empty(N, H), torch.ones(H), torch.zeros(H)
+    lib.fused_norm_tanh_backward(
+        dh.data_ptr(), 0, s.data_ptr(), x.data_ptr(), 0, mean.data_ptr(), rstd.data_ptr(), gain_shift.data_ptr(),
+        alpha, gain_out.data_ptr(), shift_out.data_ptr(), dx.data_ptr(), 0, N, H,
+    )  # fmt: skip
+    # the kernel's gradients are those of dL/dy / 4 (tanh'(y) = 4 s (1 - s); step.py keeps the 4 in its alphas)
+    torch.testing.assert_close(4 * dx, xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(4 * (gain_out - 1) / alpha, gain.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(4 * shift_out / alpha, shift.grad, rtol=1e-4, atol=1e-5)
