@@ -37,6 +37,7 @@ from makemore import model as model_mod  # noqa: E402
 from makemore import schedule as schedule_mod  # noqa: E402
 from makemore.config import register_configs, register_resolvers, to_dict  # noqa: E402
 from makemore.device import cores  # noqa: E402
+from makemore.step import FastStep  # noqa: E402
 from makemore.train import Progress, fit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,11 +80,15 @@ def products(m: dict, vocab: int, batch: int, dtype: torch.dtype):
     return run, 2 * step_macs(N, m["block_size"], m["emb"], H, Vp)
 
 
-def step_case(conf: dict, ds, precision: str, batches):
-    """A fast engine of the config's model in `precision` and a function running its steps on `batches`."""
+def step_case(conf: dict, ds, precision: str, batches, fused: bool = True):
+    """A fast engine of the config's model in `precision` and a function running its steps on `batches`;
+    fused=False: its step runs torch's layer norm and tanh kernels instead of fused_norm.c (plain SGD only)."""
     m, opt = conf["model"], conf["optimizer"]
     model = model_mod.from_config(m, len(ds.vocab), seed=conf["seed"], form="flat")
     eng = engines.make(model, conf["train"]["batch_size"], opt, precision)
+    if not fused:
+        N, wd = conf["train"]["batch_size"], opt["weight_decay"]
+        eng.fast_step = FastStep(model, N, wd, precision=precision, fused=False)
     rows, targets = eng.batches(ds.X["train"], ds.Y["train"], batches)
     picked = torch.empty(len(rows), *targets[0].shape)
 
@@ -114,6 +119,10 @@ def step_table(conf: dict, ds, threads: int, steps: int, repeats: int, label: st
     peaks = {p: peak_flops(1024, 30, DTYPES[p]) for p in PRECISIONS}
     prods = {p: products(m, len(ds.vocab), N, DTYPES[p]) for p in PRECISIONS}
     cases = {("step", p): step_case(conf, ds, p, ix) for p in PRECISIONS}
+    # before and after fused_norm.c, in the same rounds: where the step fuses its layer norm (fused.py)
+    compare = FastStep(model_mod.from_config(m, len(ds.vocab), seed=0, form="flat"), N).fused
+    if compare:
+        cases.update({("torch", p): step_case(conf, ds, p, ix, fused=False) for p in PRECISIONS})
     cases.update({("products", p): (lambda f=prods[p][0]: [f() for _ in range(steps)]) for p in PRECISIONS})
     us = best_of(cases, repeats, steps)
     print(
@@ -132,6 +141,16 @@ def step_table(conf: dict, ds, threads: int, steps: int, repeats: int, label: st
             f"{us[('step', p)]:8.0f} {us[('step', p)] / us[('products', p)]:13.2f}x {1e6 / us[('step', p)]:8.0f}"
         )
     print(f"bf16 step: {us[('step', 'fp32')] / us[('step', 'bf16')]:.2f}x the fp32 step's speed")
+    if compare:
+        print("the same step with torch's layer norm and tanh kernels instead of the fused ones (fused_norm.c):")
+        for p in PRECISIONS:
+            t = us[("torch", p)]
+            print(
+                f"{p:10s} step µs {t:6.0f}  step/products {t / us[('products', p)]:.2f}x  "
+                f"fused: {us[('step', p)] / t:.2f}x its time"
+            )
+        ratio = us[("torch", "fp32")] / us[("torch", "bf16")]
+        print(f"bf16 step with torch's kernels: {ratio:.2f}x the fp32 step's speed")
     return us
 
 
