@@ -1,13 +1,15 @@
 """The best preset's training step in fp32 and bf16 (train.precision), side by side in one invocation.
 
     python bench/precision.py                   # step table, then 3000 training steps of each (about 2 minutes)
-    python bench/precision.py --steps 60000     # the preset's full budget: both trained to the end (~8 min, 2 cores)
+    python bench/precision.py --steps 60000     # the preset's full budget: both trained to the end (~17 min, 2 cores)
 
 Prints, on the threads a run of the preset uses (all cores; --threads to change):
   1. the peak GFLOP/s of a 1024 x 1024 product in fp32 and in bf16 (this machine's practical ceilings);
   2. for each precision, the step's six products alone (µs and GFLOP/s, % of that precision's peak), the
      whole fast step (µs), and the step's time over its products' (the elementwise share); rows interleaved,
-     best of --repeats rounds of --step-count steps on the same batches;
+     best of --repeats rounds of --step-count steps on the same batches; where the step fuses its layer norm
+     (fused.py), the same step with torch's kernels beside it; then the medians over the rounds of the ratios
+     within each round (step/products, bf16/fp32, fused/torch's), which this drifting VM moves less than bests;
   3. the lecture config's step (batch 32, 1 thread, as its runs use) in both precisions, the same way;
   4. experiments/best.yaml (composed with Hydra, as `python -m makemore.run experiment=best` does), trained for
      --steps steps in each precision through makemore.train.fit, the cosine schedule over those steps, the same
@@ -99,17 +101,18 @@ def step_case(conf: dict, ds, precision: str, batches, fused: bool = True):
     return run
 
 
-def best_of(cases: dict, repeats: int, per_call: int) -> dict:
-    """µs per step (or per call when per_call=1) of each case, rounds interleaved, best of `repeats`."""
-    best = {k: float("inf") for k in cases}
+def rounds(cases: dict, repeats: int, per_call: int) -> dict:
+    """µs per step (or per call when per_call=1) of each case in each of `repeats` rounds; every round runs
+    every case once, so a slow minute of the machine falls on all the rows of that round."""
+    times = {k: [] for k in cases}
     for f in cases.values():
         f()  # warm-up
     for _ in range(repeats):
         for k, f in cases.items():
             t0 = time.perf_counter()
             f()
-            best[k] = min(best[k], 1e6 * (time.perf_counter() - t0) / per_call)
-    return best
+            times[k].append(1e6 * (time.perf_counter() - t0) / per_call)
+    return times
 
 
 def step_table(conf: dict, ds, threads: int, steps: int, repeats: int, label: str) -> dict:
@@ -124,7 +127,12 @@ def step_table(conf: dict, ds, threads: int, steps: int, repeats: int, label: st
     if compare:
         cases.update({("torch", p): step_case(conf, ds, p, ix, fused=False) for p in PRECISIONS})
     cases.update({("products", p): (lambda f=prods[p][0]: [f() for _ in range(steps)]) for p in PRECISIONS})
-    us = best_of(cases, repeats, steps)
+    times = rounds(cases, repeats, steps)
+    us = {k: min(v) for k, v in times.items()}
+
+    def per_round(a, b) -> float:  # the median over the rounds of a's time over b's in the same round
+        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
     print(
         f"\n{label}: block {m['block_size']}, emb {m['emb']}, hidden {m['hidden']}, norm {m['norm']}, batch {N}; "
         f"{threads} thread(s); best of {repeats} x {steps} steps"
@@ -151,6 +159,13 @@ def step_table(conf: dict, ds, threads: int, steps: int, repeats: int, label: st
             )
         ratio = us[("torch", "fp32")] / us[("torch", "bf16")]
         print(f"bf16 step with torch's kernels: {ratio:.2f}x the fp32 step's speed")
+    # bests of a drifting machine can come from different minutes; ratios within one round cannot
+    print(f"medians over the {repeats} rounds of the ratios within a round:")
+    sp = ", ".join(f"{p} {per_round(('step', p), ('products', p)):.2f}x" for p in PRECISIONS)
+    print(f"  step/products: {sp}; bf16 step: {per_round(('step', 'fp32'), ('step', 'bf16')):.2f}x fp32's speed")
+    if compare:
+        fz = ", ".join(f"{p} {per_round(('step', p), ('torch', p)):.2f}x" for p in PRECISIONS)
+        print(f"  fused step over the step with torch's kernels: {fz} the time")
     return us
 
 
@@ -208,7 +223,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000, help="training steps per precision (0: only the step table)")
     ap.add_argument("--chunk", type=int, default=1000, help="training steps per alternation of the precisions")
     ap.add_argument("--step-count", type=int, default=200, help="steps per timed round of the step table")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
     best = preset(args.data, "experiment=best")
     ds = data_mod.load(args.data, best["data"]["splits"], best["data"]["seed"], best["model"]["block_size"])

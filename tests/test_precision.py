@@ -13,6 +13,7 @@ from conftest import QUICK, ROOT, metrics, run_cli
 from test_engines import OPTIMIZERS, WORDS, grid, pair
 
 from makemore import engine as engines
+from makemore import fused
 from makemore.config import ConfigError
 from makemore.data import build_dataset
 from makemore.device import check_precision
@@ -153,7 +154,11 @@ def test_the_precision_bench_prints_both_tables_and_the_trained_ratio(words_file
     )
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert out.count("bf16 step: ") == 2  # the preset's step table and the lecture's
+    assert sum(line.startswith("bf16 step: ") for line in out.splitlines()) == 2  # the preset's table, the lecture's
+    assert out.count("medians over the 1 rounds of the ratios within a round:") == 2
+    if fused.library() is not None:  # the preset's layer norm is fused: the step with torch's kernels beside it
+        assert out.count("fused step over the step with torch's kernels: fp32 ") == 1
+        assert "bf16 step with torch's kernels: " in out
     for table in ("experiment=best: block 6, emb 32, hidden 1000", "experiment=lecture: block 3, emb 10"):
         assert table in out
     trained = out.split("trained 2000 steps in each precision")[1]
