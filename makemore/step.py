@@ -254,6 +254,8 @@ class FastStep:
         gain_t, shift_t = (gain, model.params["shift"]) if self.grad is None else self.gnorm
         self.mean, self.rstd = torch.empty(N, device=dev), torch.empty(N, device=dev)
         dx = self.dhpre if self.low else self.dh  # fp32: dx overwrites dh row by row (the kernel reads a row first)
+        # raw addresses for the C calls: this step holds every tensor behind them (its buffers, views of the model's
+        # flat buffer and of grad), and the model changes in place (load_state_dict copies), so they stay valid
         p = [self.hpre, self.gain_shift, self.s, self.h, self.mean, self.rstd, self.dh, gain, gain_t, shift_t, dx]
         hpre, gain_shift, s, h, mean, rstd, dh, gain, gain_t, shift_t, dx = (t.data_ptr() for t in p)
         self._fused_forward = lib.fused_norm_tanh_forward
