@@ -83,8 +83,8 @@ def products(m: dict, vocab: int, batch: int, dtype: torch.dtype):
 
 
 def step_case(conf: dict, ds, precision: str, batches, fused: bool = True):
-    """A fast engine of the config's model in `precision` and a function running its steps on `batches`;
-    fused=False: its step runs torch's layer norm and tanh kernels instead of fused_norm.c (plain SGD only)."""
+    """A fast engine of the config's model in `precision`: a function running its steps on `batches`, and whether
+    its step fuses the layer norm (fused.py). fused=False: torch's layer norm and tanh kernels (plain SGD only)."""
     m, opt = conf["model"], conf["optimizer"]
     model = model_mod.from_config(m, len(ds.vocab), seed=conf["seed"], form="flat")
     eng = engines.make(model, conf["train"]["batch_size"], opt, precision)
@@ -98,7 +98,7 @@ def step_case(conf: dict, ds, precision: str, batches, fused: bool = True):
         for i in range(len(rows)):
             eng.step(rows[i], targets[i], 0.01, picked[i])
 
-    return run
+    return run, eng.fast_step.fused
 
 
 def rounds(cases: dict, repeats: int, per_call: int) -> dict:
@@ -121,11 +121,11 @@ def step_table(conf: dict, ds, threads: int, steps: int, repeats: int, label: st
     ix = torch.randint(0, ds.X["train"].shape[0], (steps, 1, N), generator=torch.Generator().manual_seed(0))
     peaks = {p: peak_flops(1024, 30, DTYPES[p]) for p in PRECISIONS}
     prods = {p: products(m, len(ds.vocab), N, DTYPES[p]) for p in PRECISIONS}
-    cases = {("step", p): step_case(conf, ds, p, ix) for p in PRECISIONS}
-    # before and after fused_norm.c, in the same rounds: where the step fuses its layer norm (fused.py)
-    compare = FastStep(model_mod.from_config(m, len(ds.vocab), seed=0, form="flat"), N).fused
-    if compare:
-        cases.update({("torch", p): step_case(conf, ds, p, ix, fused=False) for p in PRECISIONS})
+    cases = {}
+    for p in PRECISIONS:
+        cases[("step", p)], compare = step_case(conf, ds, p, ix)
+    if compare:  # the step fuses its layer norm: the step with torch's kernels in the same rounds (before/after)
+        cases.update({("torch", p): step_case(conf, ds, p, ix, fused=False)[0] for p in PRECISIONS})
     cases.update({("products", p): (lambda f=prods[p][0]: [f() for _ in range(steps)]) for p in PRECISIONS})
     times = rounds(cases, repeats, steps)
     us = {k: min(v) for k, v in times.items()}
