@@ -35,12 +35,13 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from makemore import data as data_mod  # noqa: E402
 from makemore import engine as engines  # noqa: E402
-from makemore import model as model_mod  # noqa: E402
+from makemore import models  # noqa: E402
 from makemore import schedule as schedule_mod  # noqa: E402
-from makemore.config import register_configs, register_resolvers, to_dict  # noqa: E402
+from makemore.config import to_dict  # noqa: E402
 from makemore.device import cores  # noqa: E402
-from makemore.step import FastStep  # noqa: E402
-from makemore.train import Progress, fit  # noqa: E402
+from makemore.engine.fast.step import FastStep  # noqa: E402
+from makemore.hydra_app import register_configs, register_resolvers  # noqa: E402
+from makemore.train import Loop, Progress, fit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import peak_flops, step_macs  # noqa: E402
@@ -58,8 +59,9 @@ def preset(data_path: str, *overrides: str) -> dict:
 
 
 def products(m: dict, vocab: int, batch: int, dtype: torch.dtype):
-    """The six products of one fast step at the model's shapes and layouts (step.py): forward [emb|1] W1a and
-    [h|1] W2a; backward dlogits W2^T, dhpre W1^T, [h|1]^T dlogits, [emb|1]^T dhpre. Returns (run, flops)."""
+    """The six products of one fast step at the model's shapes and layouts (engine/fast/step.py): forward
+    [emb|1] W1a and [h|1] W2a; backward dlogits W2^T, dhpre W1^T, [h|1]^T dlogits, [emb|1]^T dhpre. Returns
+    (run, flops)."""
     BE, H, N = m["block_size"] * m["emb"], m["hidden"], batch
     Vp = -(-vocab // 16) * 16
 
@@ -86,11 +88,11 @@ def step_case(conf: dict, ds, precision: str, batches, fused: bool = True):
     """A fast engine of the config's model in `precision`: a function running its steps on `batches`, and whether
     its step fuses the layer norm (fused.py). fused=False: torch's layer norm and tanh kernels (plain SGD only)."""
     m, opt = conf["model"], conf["optimizer"]
-    model = model_mod.from_config(m, len(ds.vocab), seed=conf["seed"], form="flat")
-    eng = engines.make(model, conf["train"]["batch_size"], opt, precision)
+    model = models.build(m, len(ds.vocab), seed=conf["seed"])
+    eng = engines.make("fast", model, conf["train"]["batch_size"], opt, precision)
     if not fused:
         N, wd = conf["train"]["batch_size"], opt["weight_decay"]
-        eng.fast_step = FastStep(model, N, wd, precision=precision, fused=False)
+        eng.fast_step = FastStep(eng.layout, N, wd, precision=precision, fused=False)
     rows, targets = eng.batches(ds.X["train"], ds.Y["train"], batches)
     picked = torch.empty(len(rows), *targets[0].shape)
 
@@ -178,27 +180,19 @@ def train_both(conf: dict, ds, threads: int, steps: int, chunk: int = 1000) -> N
         f"\nexperiment=best trained {steps} steps in each precision (cosine over {steps} steps, {threads} threads; "
         f"the two alternate every {chunk} steps)"
     )
-    models = {
-        p: model_mod.from_config(conf["model"], len(ds.vocab), seed=conf["seed"], form="flat") for p in PRECISIONS
-    }
+    runs = {}
+    for p in PRECISIONS:
+        model = models.build(conf["model"], len(ds.vocab), seed=conf["seed"])
+        runs[p] = model, engines.make("fast", model, conf["train"]["batch_size"], conf["optimizer"], p)
+    schedule = schedule_mod.build(OmegaConf.create(conf["schedule"]), steps)
     progress = {p: Progress() for p in PRECISIONS}
     stretch = {p: [] for p in PRECISIONS}  # seconds of each stretch
     for i, end in enumerate([*range(chunk, steps, chunk), steps]):
         for p in PRECISIONS[:: (-1) ** i]:
             before = progress[p].seconds
-            fit(
-                models[p],
-                ds,
-                steps=end,
-                batch_size=conf["train"]["batch_size"],
-                schedule=schedule_mod.build(OmegaConf.create(conf["schedule"]), steps),
-                eval_every=steps,
-                checkpoint_every=chunk,
-                seed=conf["seed"],
-                optimizer=conf["optimizer"],
-                precision=p,
-                progress=progress[p],
-            )
+            loop = Loop(steps=end, batch_size=conf["train"]["batch_size"], schedule=schedule, seed=conf["seed"],
+                        eval_every=steps, checkpoint_every=chunk)  # fmt: skip
+            fit(*runs[p], ds, loop, progress=progress[p])
             stretch[p].append(progress[p].seconds - before)
     print(f"{'precision':10s} {'train s':>8s} {'µs/step':>8s} {'train':>8s} {'dev':>8s}")
     res = {}

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -37,10 +38,11 @@ sys.path.insert(0, str(ROOT))
 
 from makemore import data as data_mod  # noqa: E402
 from makemore import engine as engines  # noqa: E402
+from makemore.config import AdamWConfig, SGDConfig  # noqa: E402
 from makemore.engine.fast import FastEngine  # noqa: E402
-from makemore.model import build  # noqa: E402
+from makemore.models import MLP  # noqa: E402
 from makemore.schedule import step_schedule  # noqa: E402
-from makemore.train import fit  # noqa: E402
+from makemore.train import Loop, fit  # noqa: E402
 
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
 
@@ -79,24 +81,17 @@ def notebook_loop(Xtr, Ytr, Xdev, Ydev, steps: int, milestone: int):
     return seconds, dev
 
 
-SGD = {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
-MOMENTUM = {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
-ADAMW = {"name": "adamw", "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.01}
+SGD = asdict(SGDConfig())  # the defaults of the optimizer group
+MOMENTUM = SGD | {"momentum": 0.9}
+ADAMW = asdict(AdamWConfig())
 
 
-def framework_loop(ds, steps: int, milestone: int, replicas: int, form: str = "flat", optimizer=None, lrs=(0.1, 0.01)):
-    model = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200, init="lecture", replicas=replicas, form=form)
-    progress = fit(
-        model,
-        ds,
-        steps=steps,
-        batch_size=32,
-        schedule=step_schedule(list(lrs), [milestone]),
-        eval_every=steps,
-        checkpoint_every=steps,
-        seed=2147483647,
-        optimizer=optimizer,
-    )
+def framework_loop(ds, steps: int, milestone: int, replicas: int, engine: str = "fast", optimizer=SGD, lrs=(0.1, 0.01)):
+    model = MLP(len(ds.vocab), block_size=3, emb=10, hidden=200, init="lecture", replicas=replicas)
+    eng = engines.make(engine, model, 32, optimizer)
+    loop = Loop(steps=steps, batch_size=32, schedule=step_schedule(list(lrs), [milestone]), seed=2147483647,
+                eval_every=steps, checkpoint_every=steps)  # fmt: skip
+    progress = fit(model, eng, ds, loop)
     dev = progress.evals[-1]["dev"]
     return progress.seconds, statistics.fmean(dev), (statistics.stdev(dev) if len(dev) > 1 else 0.0)
 
@@ -106,23 +101,23 @@ def engine_step_us(ds, steps: int, repeats: int = 3) -> list[tuple[str, float]]:
     1 replica, the steps alone (batches drawn beforehand); rows interleaved, best of `repeats`."""
     Xtr, Ytr = ds.X["train"], ds.Y["train"]
     cases = [
-        ("fast, sgd (fused into the products)", "flat", SGD, "closed"),
-        ("fast, sgd momentum 0.9 (closed form)", "flat", MOMENTUM, "closed"),
-        ("fast, adamw (closed form)", "flat", ADAMW, "closed"),
-        ("fast, adamw (torch fused kernel)", "flat", ADAMW, "fused"),
-        ("fast, adamw (torch foreach kernels)", "flat", ADAMW, "foreach"),
-        ("autograd, sgd (torch.optim.SGD)", "module", SGD, None),
-        ("autograd, adamw (torch.optim.AdamW)", "module", ADAMW, None),
+        ("fast, sgd (fused into the products)", "fast", SGD, "closed"),
+        ("fast, sgd momentum 0.9 (closed form)", "fast", MOMENTUM, "closed"),
+        ("fast, adamw (closed form)", "fast", ADAMW, "closed"),
+        ("fast, adamw (torch fused kernel)", "fast", ADAMW, "fused"),
+        ("fast, adamw (torch foreach kernels)", "fast", ADAMW, "foreach"),
+        ("autograd, sgd (torch.optim.SGD)", "autograd", SGD, None),
+        ("autograd, adamw (torch.optim.AdamW)", "autograd", ADAMW, None),
     ]
     ix = torch.randint(0, Xtr.shape[0], (steps, 1, 32), generator=torch.Generator().manual_seed(0))
     best = {name: float("inf") for name, *_ in cases}
     for _ in range(repeats):
-        for name, form, opt, impl in cases:
-            model = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200, init="scaled", form=form)
-            if form == "flat":
+        for name, engine, opt, impl in cases:
+            model = MLP(len(ds.vocab), block_size=3, emb=10, hidden=200, init="scaled")
+            if engine == "fast":
                 eng = FastEngine(model, 32, opt, impl=impl)
             else:
-                eng = engines.make(model, 32, opt)
+                eng = engines.make(engine, model, 32, opt)
             rows, targets = eng.batches(Xtr, Ytr, ix)
             picked = torch.empty(steps, *targets[0].shape)
             lr = 0.001 if opt["name"] == "adamw" else 0.01
@@ -147,7 +142,7 @@ def print_engine_table(ds, steps: int) -> None:
 
 
 def step_macs(batch: int, block: int, emb: int, hidden: int, width: int) -> int:
-    """Multiply-adds of one model-step's six products, as step.py issues them (bias rows and the padded
+    """Multiply-adds of one model-step's six products, as engine/fast/step.py issues them (bias rows and the padded
     output width included): h = [emb|1] W1a, logits = [h|1] W2a, dh = dlogits W2^T, demb = dhpre W1^T,
     dW2a = [h|1]^T dlogits, dW1a = [emb|1]^T dhpre."""
     fan_in = block * emb
@@ -206,9 +201,9 @@ def main() -> None:
     nb_s, nb_dev = notebook_loop(Xtr, Ytr, Xdev, Ydev, args.steps, milestone)
     fw_s, fw_dev, _ = framework_loop(ds, args.steps, milestone, 1)
     k8_s, k8_dev, k8_std = framework_loop(ds, args.steps, milestone, 8)
-    ag_s, ag_dev, _ = framework_loop(ds, args.steps, milestone, 1, form="module")
+    ag_s, ag_dev, _ = framework_loop(ds, args.steps, milestone, 1, engine="autograd")
     fa_s, fa_dev, _ = framework_loop(ds, args.steps, milestone, 1, optimizer=ADAMW, lrs=(0.01, 0.001))
-    aa_s, aa_dev, _ = framework_loop(ds, args.steps, milestone, 1, form="module", optimizer=ADAMW, lrs=(0.01, 0.001))
+    aa_s, aa_dev, _ = framework_loop(ds, args.steps, milestone, 1, "autograd", optimizer=ADAMW, lrs=(0.01, 0.001))
 
     us = lambda s: 1e6 * s / args.steps  # noqa: E731
     print(f"{'loop':34s} {'us/step':>9s} {'model-steps/s':>14s} {'vs notebook':>12s} {'dev loss':>16s}")
@@ -228,7 +223,7 @@ def main() -> None:
     print(f"8 replicas vs 8 separate framework runs (8 x the 1-replica time): {8 * fw_s / k8_s:.2f}x model-steps/s")
     print(f"8 replicas vs 8 separate notebook runs: {8 * nb_s / k8_s:.2f}x model-steps/s")
     print(f"dev loss, framework - notebook: {fw_dev - nb_dev:+.4f}")
-    width = build("mlp", len(ds.vocab), block_size=3, emb=10, hidden=200).storage["W2a"].shape[2]
+    width = FastEngine(MLP(len(ds.vocab)), 32, SGD).layout.storage["W2a"].shape[2]
     macs, flops = step_macs(32, 3, 10, 200, width), peak_flops()
     floor_us = 1e6 * 2 * macs / flops
     print(

@@ -3,12 +3,12 @@
 A checkpoint is a plain dict of tensors and builtins, loadable with `torch.load(weights_only=True)`:
 
     format    FORMAT (absent in checkpoints written before formats were recorded: those load too)
-    model     the model's state_dict (MLP: {"flat": all parameters, batch-norm running stats})
+    model     the model module's state_dict (format 2's fast-engine {"flat": ...} is unpacked on load)
     vocab     the vocabulary (index 0 is the boundary)
     config    the run's resolved config as a dict
     progress  train.Progress.state(): step, step seconds, batch RNG, minibatch losses, evaluations, and the
               engine's optimizer state at the last checkpoint (momentum buffers, AdamW moments and step)
-    engine    which engine trained it: "fast" (model is the flat MLP) or "autograd" (Net); absent: fast
+    engine    which engine trained it (engine.resolve's answer: fast, autograd or count); absent: fast
     step      progress["step"], for a quick look
     words     the words of each split (sampling marks names as seen in training or new)
 """
@@ -29,13 +29,17 @@ from .config import ConfigError
 log = logging.getLogger("makemore")
 
 FILENAME = "checkpoint.pt"
-FORMAT = 2  # 1 (unrecorded): progress was a pickled train.Progress; 2: plain dicts
+# 1 (unrecorded): progress was a pickled train.Progress; 2: plain dicts, the fast engine's model as one flat
+# tensor; 3: every model as its module's state_dict
+FORMAT = 3
 
 # what must match for a resumed run to continue the same trajectory
 COMPARED_ON_RESUME = ("data", "model", "schedule", "seed", "train.replicas", "train.batch_size", "optimizer")
 
 
 def run_state(model, data, conf: dict[str, Any], progress, engine: str = "fast") -> dict[str, Any]:
+    """The checkpoint of a run at `progress`: its model, data (vocabulary and words), resolved config and the
+    engine that trains it (engine.resolve's answer)."""
     return {
         "format": FORMAT,
         "engine": engine,
@@ -92,6 +96,8 @@ def load(path: Path | str) -> dict[str, Any]:
         )
     if isinstance(state.get("config"), dict):
         upgrade_config(state["config"])
+        if "flat" in state["model"]:
+            state["model"] = unpack_flat(state["model"], state["config"], len(state["vocab"]))
     return state
 
 
@@ -105,6 +111,28 @@ def upgrade_config(conf: dict[str, Any]) -> None:
     if "optimizer" not in conf and isinstance(train, dict):
         wd = train.pop("weight_decay", 0.0)
         conf["optimizer"] = {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": wd}
+
+
+def unpack_flat(model: dict[str, torch.Tensor], conf: dict[str, Any], vocab_size: int) -> dict[str, torch.Tensor]:
+    """Format 2's fast-engine model (one flat tensor: C, [W1; b1], [Wout; bout; D] padded to a multiple of 16
+    classes, gain, shift; running statistics beside it) -> the MLP module's state_dict."""
+    m, K, V = conf["model"], conf["train"]["replicas"], vocab_size
+    E, H, BE = m["emb"], m["hidden"], m["block_size"] * m["emb"]
+    Vp = -(-V // 16) * 16
+    shapes = {"C": (K, V, E), "W1a": (K, BE + 1, H), "W2a": (K, H + 1 + (BE if m.get("direct") else 0), Vp)}
+    if m["norm"] != "none":
+        shapes.update(gain1=(K, H), shift1=(K, H))
+    parts, offset = {}, 0
+    for name, shape in shapes.items():
+        n = shape[0] * shape[1] * (shape[2] if len(shape) == 3 else 1)
+        parts[name] = model["flat"][offset : offset + n].view(shape)
+        offset += n
+    W1a, W2a = parts.pop("W1a"), parts.pop("W2a")
+    out = {"C": parts.pop("C"), "W1": W1a[:, :BE], "b1": W1a[:, BE], "Wout": W2a[:, :H, :V], "bout": W2a[:, H, :V]}
+    if m.get("direct"):
+        out["D"] = W2a[:, H + 1 :, :V]
+    out |= parts | {f"{k}1": v for k, v in model.items() if k != "flat"}
+    return {k: v.clone() for k, v in out.items()}
 
 
 def _load_format_1(path: Path) -> dict[str, Any]:
@@ -142,7 +170,7 @@ def check_resume(
                 f"resume=true: {where} was written with a different `{key}`; "
                 f"resume with the same {key} or use a new hydra.run.dir"
             )
-    if engine is not None and conf["model"]["kind"] == "mlp" and state.get("engine", "fast") != engine:
+    if engine not in (None, "count") and state.get("engine", "fast") != engine:
         raise ConfigError(
             f"resume=true: {where} was trained by the {state.get('engine', 'fast')} engine, this run would use "
             f"the {engine} engine; resume with train.engine={state.get('engine', 'fast')}"
@@ -156,8 +184,8 @@ def check_resume(
 
 
 def resume(path: Path, model, conf: dict[str, Any], vocab: list[str], engine: str | None = None):
-    """The progress to continue from: the checkpoint's (its parameters loaded into `model`), or a fresh start
-    (with a warning) when there is none."""
+    """The progress to continue from: the checkpoint's (its parameters loaded into `model`, its optimizer state in
+    the progress, which train.fit hands the engine), or a fresh start (with a warning) when there is none."""
     from .train import Progress
 
     if not path.is_file():

@@ -8,6 +8,8 @@ import torch
 
 from .config import ConfigError
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # train.precision -> the products' operand type
+
 
 def resolve(name: str) -> torch.device:
     """auto picks cuda, then mps, then cpu; asking for one that is not there is an error."""
@@ -59,8 +61,8 @@ def threads(requested: int, parallel_jobs: int = 1) -> int:
     return requested if requested > 0 else max(1, cores() // max(1, parallel_jobs))
 
 
-# Below this many multiply-adds per step a second OpenMP thread costs more than it brings (measured:
-# the lecture's step, ~1M, runs 2x slower on 2 threads than on 1).
+# Below this many multiply-adds per step a second OpenMP thread costs more than it brings: the lecture's step
+# (about a million) is slower on 2 threads than on 1 (bench/speed.py --threads 2 shows it).
 PARALLEL_STEP_MACS = 8_000_000
 
 

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from pathlib import Path
 
-import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
-from .config import ConfigError, check_moved_keys, register_configs, register_resolvers, to_dict, validate
+from .config import ConfigError
+from .hydra_app import Job, command
 
 log = logging.getLogger("makemore")
-register_configs()
-register_resolvers()
 
 BACK_OFF = math.log10(2)  # decades below the smoothed minimum: half its lr
 BETA = 0.98
@@ -55,36 +50,24 @@ def suggest(exponents: list[float], smoothed: list[float], back_off: float = BAC
     return 10 ** max(e_min - back_off, exponents[0])
 
 
-def find_lr(
-    model,
-    data,
-    steps: int,
-    start: float,
-    end: float,
-    batch_size: int,
-    seed: int,
-    optimizer: dict | None = None,
-    precision: str = "fp32",
-) -> tuple[list[float], list[float]]:
-    """The sweep itself: one step per exponent, stopping early once the loss is no longer finite."""
-    from . import engine as engines
-
+def find_lr(setup, steps: int, start: float, end: float) -> tuple[list[float], list[float]]:
+    """The sweep itself on a fresh run set-up (assemble.Setup): one step per exponent, stopping early once the loss
+    is no longer finite."""
+    model, engine, data, loop = setup.model, setup.engine, setup.data, setup.loop
     exps = torch.linspace(start, end, steps).tolist()
     Xtr, Ytr = data.X["train"].to(model.device), data.Y["train"].to(model.device)
-    N = batch_size or Xtr.shape[0]
-    step = engines.make(model, N, optimizer, precision)
-    g = torch.Generator().manual_seed(seed)
-    if batch_size:
+    N = loop.batch_size or Xtr.shape[0]
+    g = torch.Generator().manual_seed(loop.seed)
+    if loop.batch_size:
         ix = torch.randint(0, Xtr.shape[0], (steps, model.replicas, N), generator=g).to(model.device)
-        rows, targets = step.batches(Xtr, Ytr, ix)
+        rows, targets = engine.batches(Xtr, Ytr, ix)
     else:  # full batch: one batch, reused by every step
-        rows, targets = step.batches(
-            Xtr, Ytr, torch.arange(Xtr.shape[0], device=model.device).expand(1, model.replicas, N)
-        )
+        all_rows = torch.arange(Xtr.shape[0], device=model.device).expand(1, model.replicas, N)
+        rows, targets = engine.batches(Xtr, Ytr, all_rows)
         rows, targets = rows * steps, targets * steps
     picked = torch.empty(steps, *targets[0].shape, device=model.device)
     for i, e in enumerate(exps):
-        step.step(rows[i], targets[i], 10**e, picked[i])
+        engine.step(rows[i], targets[i], 10**e, picked[i])
     losses = (-picked.view(steps, -1).mean(1)).tolist()
     for i, x in enumerate(losses):  # a diverged run stays diverged: cut the curve there
         if not math.isfinite(x):
@@ -93,47 +76,23 @@ def find_lr(
     return exps, losses
 
 
-def run(cfg: DictConfig, out: Path) -> dict:
-    from . import data as data_mod
-    from . import device as device_mod
-    from . import logs, plots
-    from . import model as model_mod
-    from .metrics import write_json
+def run(cfg, out: Path) -> dict:
+    """The finder on `cfg` (its model, optimizer, engine and batch size; lr_find.* for the sweep) into `out`."""
+    from . import assemble
+    from .results import plots
+    from .results.record import write_json
+    from .results.tensorboard import TensorBoard
 
-    validate(cfg)
     lf = cfg.lr_find
     if not lf.end > lf.start:
         raise ConfigError(f"lr_find.end must be > lr_find.start, got start={lf.start}, end={lf.end}")
     if lf.steps < 10:
         raise ConfigError(f"lr_find.steps must be >= 10, got {lf.steps}")
-    conf = to_dict(cfg)
-    if conf["model"]["kind"] != "mlp":
-        raise ConfigError("lr_find needs model=mlp (the bigram model is trained by counting, with no lr)")
-    dev = device_mod.resolve(conf["device"]["name"])
-    device_mod.check_precision(conf["train"]["precision"], dev)
-    data = data_mod.load(
-        cfg.data.path, list(cfg.data.splits), cfg.data.seed, cfg.model.block_size, cfg.data.limit_words
-    )
-    from . import engine as engines
-
-    engine = engines.resolve(conf["train"]["engine"], conf["model"])
-    model = model_mod.from_config(conf["model"], len(data.vocab), seed=cfg.seed, form=engines.form(engine), device=dev)
-    log.info("engine: %s; optimizer: %s", engine, conf["optimizer"]["name"])
-    batch = cfg.train.batch_size or data.examples()["train"]
-    torch.set_num_threads(
-        device_mod.training_threads(cfg.device.threads, device_mod.threads(cfg.device.threads), model.step_macs(batch))
-    )
-    exps, losses = find_lr(
-        model,
-        data,
-        lf.steps,
-        lf.start,
-        lf.end,
-        cfg.train.batch_size,
-        cfg.seed,
-        conf["optimizer"],
-        conf["train"]["precision"],
-    )
+    setup = assemble.setup(cfg)
+    if setup.engine is None:
+        raise ConfigError(f"lr_find needs a model trained by steps; model={setup.conf['model']['kind']} is counted")
+    log.info("engine: %s; optimizer: %s", setup.engine_name, setup.conf["optimizer"]["name"])
+    exps, losses = find_lr(setup, lf.steps, lf.start, lf.end)
     smoothed = smooth(losses)
     suggested = suggest(exps, smoothed)
     result = {
@@ -146,7 +105,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
     write_json(out / "lr_find.json", result)
     fig = plots.lr_finder(exps, losses, smoothed, suggested)
     plots.save(fig, out / "lr_find.png")
-    tb = logs.TensorBoard(str(out))
+    tb = TensorBoard(str(out))
     tb.figure("lr_find", fig)
     plots.close(fig)
     for i, (e, x, s) in enumerate(zip(exps, losses, smoothed)):
@@ -164,20 +123,10 @@ def run(cfg: DictConfig, out: Path) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return result["suggested_lr"]
+@command
+def main(cfg, job: Job) -> float | None:
+    return run(cfg, job.out)["suggested_lr"]
 
 
 if __name__ == "__main__":
-    try:
-        check_moved_keys(sys.argv[1:])
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     main()

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--replica", type=int, default=0, help="which replica of a train.replicas run")
     args = parser.parse_args(argv)
     from . import checkpoint
-    from .model import from_checkpoint
+    from .models import from_checkpoint
 
     try:
         if args.n < 1:

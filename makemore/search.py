@@ -269,15 +269,15 @@ def requeue_interrupted(study: optuna.Study, sweep_dir: str | Path) -> list[int]
     """Mark the trials left running as failed and queue their points again (user attr `rerun_of` on the new
     trial); their job dirs (`<number>_<overrides>`, config.job_name) get a metrics.json saying so. Returns
     their numbers."""
-    from . import metrics
+    from .results import record
 
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number}, skip_if_exists=False)
         for job in Path(sweep_dir).glob(f"{t.number}_*"):
-            if job.is_dir() and metrics.read(job) is None:
-                metrics.write(job, metrics.failed("interrupted: the search stopped while it ran; run again"))
+            if job.is_dir() and record.read(job) is None:
+                record.write(job, record.failed("interrupted: the search stopped while it ran; run again"))
         numbers.append(t.number)
     if numbers:
         log.info("interrupted, to run again as new trials: %s", ", ".join(f"#{n}" for n in numbers))
@@ -361,25 +361,9 @@ def sweep(
     optimization_results.yaml into the sweep dir and returns its content (None while no trial completed)."""
     import yaml
 
-    from . import metrics
+    from .results import record
 
-    for key in ("n_trials", "n_jobs"):
-        if settings[key] < 1:
-            raise SearchError(f"hydra.sweeper.{key} must be an integer >= 1, got {settings[key]}")
-    params = [f"{k}={v}" for k, v in (settings.get("params") or {}).items()]
-    space, fixed = search_space(params + list(arguments))
-    conditional = conditional_space(settings.get("conditional") or {}, space, fixed)
-    study = open_study(
-        storage=storage_path(settings["storage"], sweep_dir),
-        study_name=settings["study_name"],
-        direction=settings["direction"],
-        space=space | {name: d for names in conditional.values() for name, d in names.items()},
-        fixed=fixed,
-        sampler_seed=settings["sampler"]["seed"],
-        n_startup_trials=settings["sampler"]["n_startup_trials"],
-        pruner=make_pruner(settings["pruner"], steps=steps, **pruner_settings(settings)),
-        where=sweep_dir,
-    )
+    study, space, fixed, conditional = start(settings, arguments, sweep_dir=sweep_dir, steps=steps)
     n_jobs = min(settings["n_jobs"], slots)
     log.info(
         "study %r (%s): %d of %d trials finished; %s pruner; %d trial%s at once",
@@ -394,7 +378,7 @@ def sweep(
 
     def launch(number: int, overrides: list[str]) -> tuple[TrialState, float | None, dict[str, Any]]:
         out = launch_job(number, overrides)
-        state, value, attrs = job_outcome(metrics.read(out) if out else None)
+        state, value, attrs = job_outcome(record.read(out) if out else None)
         return state, value, attrs | ({"run_dir": str(out.resolve())} if out else {})
 
     optimize(
@@ -413,6 +397,28 @@ def sweep(
     Path(sweep_dir, "optimization_results.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
     log.info("best dev loss %.4f: %s", best["best_value"], best["best_params"])
     return best
+
+
+def start(settings: dict[str, Any], arguments: Sequence[str], *, sweep_dir: str, steps: int):
+    """A search's study, new or continued, with its search space: (study, space, fixed, conditional)."""
+    for key in ("n_trials", "n_jobs"):
+        if settings[key] < 1:
+            raise SearchError(f"hydra.sweeper.{key} must be an integer >= 1, got {settings[key]}")
+    params = [f"{k}={v}" for k, v in (settings.get("params") or {}).items()]
+    space, fixed = search_space(params + list(arguments))
+    conditional = conditional_space(settings.get("conditional") or {}, space, fixed)
+    study = open_study(
+        storage=storage_path(settings["storage"], sweep_dir),
+        study_name=settings["study_name"],
+        direction=settings["direction"],
+        space=space | {name: d for names in conditional.values() for name, d in names.items()},
+        fixed=fixed,
+        sampler_seed=settings["sampler"]["seed"],
+        n_startup_trials=settings["sampler"]["n_startup_trials"],
+        pruner=make_pruner(settings["pruner"], steps=steps, **pruner_settings(settings)),
+        where=sweep_dir,
+    )
+    return study, space, fixed, conditional
 
 
 def job_outcome(m: dict[str, Any] | None) -> tuple[TrialState, float | None, dict[str, Any]]:

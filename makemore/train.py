@@ -1,6 +1,6 @@
 """The training loop: batches -> engine step -> evaluate -> log -> checkpoint.
 
-The engine (engine/: fast or autograd, chosen by the model's form) is driven through its small interface:
+The engine (engine/: fast or autograd, chosen once by engine.resolve) is driven through its small interface:
 batches, step, state/load_state; the loop knows nothing else of it.
 
 The loop runs in segments of at most CHUNK steps that end on every multiple of CHUNK, eval_every and
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import engine as engines
 from .data import Dataset
 from .schedule import Schedule
 
@@ -76,6 +75,20 @@ def check_runaway(losses: torch.Tensor, start: int, lrs: list[float], bound: flo
             if worst > bound:
                 raise Diverged(start + hi - 1, lrs[hi - 1], worst, bound)
         lo = hi
+
+
+@dataclass
+class Loop:
+    """The loop's settings: the config's train.* resolved (assemble.loop_settings builds them from a config)."""
+
+    steps: int
+    batch_size: int  # examples per step and replica; 0 = full batch (every training example every step)
+    schedule: Schedule  # step -> lr
+    seed: int  # of the batch generator
+    eval_every: int  # steps between evaluations (the last step is always evaluated, on every example)
+    checkpoint_every: int  # steps between checkpoints (hooks.on_checkpoint)
+    eval_examples: int | None = None  # examples per split a periodic evaluation scores (None: all)
+    eval_threads: int | None = None  # torch threads for evaluation (None: as training)
 
 
 @dataclass
@@ -169,98 +182,51 @@ def _evaluate_at(
     hooks.on_eval(step, ev)
 
 
-def fit(
-    model,
-    data: Dataset,
-    *,
-    steps: int,
-    batch_size: int,
-    schedule: Schedule,
-    eval_every: int,
-    checkpoint_every: int,
-    seed: int,
-    optimizer: dict | None = None,
-    weight_decay: float = 0.0,
-    precision: str = "fp32",
-    hooks: Hooks | None = None,
-    progress: Progress | None = None,
-    eval_threads: int | None = None,
-    eval_examples: int | None = None,
-) -> Progress:
-    """Train `model` (all its replicas) for `steps` steps of `optimizer` (the optimizer group as a dict; None:
-    the lecture's SGD with `weight_decay`) on the engine of the model's form (MLP: fast, Net: autograd), its
-    products in `precision` (fp32 | bf16); resume from `progress` if given.
-    Periodic evaluations score at most `eval_examples` examples per split (a fixed subset); the
-    evaluation at `steps` always scores every example. A model trained by counting (the bigram) is
-    counted instead, at step 0."""
+def fit(model, engine, data: Dataset, loop: Loop, hooks: Hooks | None = None, progress: Progress | None = None):
+    """Train `model` (all its replicas) with `engine` (engine.make's) for loop.steps steps; resume from `progress`
+    if given, its optimizer state included. Periodic evaluations score at most loop.eval_examples examples per
+    split (a fixed subset); the evaluation at loop.steps always scores every example. A model trained by counting
+    (the bigram; engine None) is counted instead, at step 0. Returns the progress."""
     hooks = hooks or Hooks()
     progress = progress or Progress()
+    steps = loop.steps
     if model.trainable:
-        _train(
-            model,
-            data,
-            progress,
-            hooks,
-            steps=steps,
-            batch_size=batch_size,
-            schedule=schedule,
-            eval_every=eval_every,
-            checkpoint_every=checkpoint_every,
-            seed=seed,
-            optimizer=optimizer or {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": weight_decay},
-            precision=precision,
-            eval_threads=eval_threads,
-            subsets=eval_subsets(data, eval_examples),
-        )
+        if progress.optimizer:
+            engine.load_state(progress.optimizer)
+        _train(engine, data, loop, hooks, progress)
     else:
         model.fit(data.X["train"], data.Y["train"])
         steps = 0
     if not progress.evals or progress.evals[-1]["step"] != steps:  # steps=0, or nothing left to train
-        _evaluate_at(steps, model, data, progress, hooks, eval_threads)
+        _evaluate_at(steps, model, data, progress, hooks, loop.eval_threads)
         hooks.on_checkpoint(progress)  # so even an untrained model can be sampled and resumed
     return progress
 
 
-def _train(
-    model,
-    data: Dataset,
-    progress: Progress,
-    hooks: Hooks,
-    *,
-    steps: int,
-    batch_size: int,
-    schedule: Schedule,
-    eval_every: int,
-    checkpoint_every: int,
-    seed: int,
-    optimizer: dict,
-    precision: str,
-    eval_threads: int | None,
-    subsets: EvalSets,
-) -> None:
-    """The segments of engine steps from progress.step to `steps`, with their evaluations and checkpoints."""
+def _train(engine, data: Dataset, loop: Loop, hooks: Hooks, progress: Progress) -> None:
+    """The segments of engine steps from progress.step to loop.steps, with their evaluations and checkpoints."""
+    model = engine.model
     dev = model.device
     K, V = model.replicas, model.vocab_size
     Xtr, Ytr = data.X["train"].to(dev), data.Y["train"].to(dev)
     n_train = Xtr.shape[0]
-    N = batch_size or n_train  # 0 = full batch
-    engine = engines.make(model, N, optimizer, precision)
-    if progress.optimizer:
-        engine.load_state(progress.optimizer)
-    gen = torch.Generator().manual_seed(seed)
+    N = loop.batch_size or n_train  # 0 = full batch
+    steps, eval_every, checkpoint_every = loop.steps, loop.eval_every, loop.checkpoint_every
+    subsets = eval_subsets(data, loop.eval_examples)
+    gen = torch.Generator().manual_seed(loop.seed)
     if progress.batch_rng is not None:
         gen.set_state(progress.batch_rng)
     while progress.step < steps:
         start = progress.step
         end = min(steps, *(start // every * every + every for every in (CHUNK, eval_every, checkpoint_every)))
         S = end - start
-        if batch_size:
+        if loop.batch_size:
             ix = torch.randint(0, n_train, (S, K, N), generator=gen).to(dev)
             rows, targets = engine.batches(Xtr, Ytr, ix)
         else:  # full batch: every step sees all the examples, so build them once
             rows, targets = engine.batches(Xtr, Ytr, torch.arange(n_train, device=dev).expand(1, K, N))
             rows, targets = rows * S, targets * S
-        lrs = [schedule(s) for s in range(start, end)]
+        lrs = [loop.schedule(s) for s in range(start, end)]
         picked = torch.empty(S, *targets[0].shape, device=dev)  # log p(target) per step and example
         t0 = time.perf_counter()
         for r, y, lr, out in zip(rows, targets, lrs, picked.unbind(0)):
@@ -281,7 +247,7 @@ def _train(
         hooks.on_segment(start, losses, lrs, progress)
         if end % eval_every == 0 or end == steps:  # the last evaluation scores every example
             try:
-                _evaluate_at(end, model, data, progress, hooks, eval_threads, None if end == steps else subsets)
+                _evaluate_at(end, model, data, progress, hooks, loop.eval_threads, None if end == steps else subsets)
             except Pruned:
                 progress.optimizer = engine.state()
                 hooks.on_checkpoint(progress)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
@@ -83,3 +84,28 @@ QUICK = (
     "train.checkpoint_every=100",
     "samples=5",
 )
+
+
+def events(run: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="session")
+def grid_2x2(tmp_path_factory, words_file):
+    cwd = tmp_path_factory.mktemp("grid2x2")
+    r = run_cli(
+        "-m",
+        "model.emb=2,4",
+        "model.hidden=8,16",
+        "train.steps=200",
+        "train.eval_every=100",
+        "train.checkpoint_every=200",
+        "samples=2",
+        f"data.path={words_file}",
+        cwd=cwd,
+    )
+    assert r.returncode == 0, r.stderr
+    (sweep,) = sorted((cwd / "outputs" / "multirun").iterdir())
+    return sweep, r

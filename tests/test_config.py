@@ -8,14 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from makemore.config import (
-    ConfigError,
-    check_moved_keys,
-    register_configs,
-    register_resolvers,
-    unnamed_swept_key,
-    validate,
-)
+from makemore.config import ConfigError, validate
+from makemore.hydra_app import check_moved_keys, register_configs, register_resolvers, unnamed_swept_key
 
 register_configs()
 register_resolvers()
@@ -124,7 +118,8 @@ def test_best_preset():
 
 def test_best_adamw_preset():
     """The widened search's best: two batch-normed layers, AdamW; it trains on the autograd engine."""
-    from makemore import engine
+    from makemore import engine, models
+    from makemore.config import to_dict
 
     cfg = compose_cfg("experiment=best_adamw")
     m = cfg.model
@@ -132,7 +127,7 @@ def test_best_adamw_preset():
     assert (cfg.train.steps, cfg.train.batch_size) == (60000, 128)
     assert (cfg.optimizer.name, round(cfg.optimizer.weight_decay, 4)) == ("adamw", 0.5414)
     assert (round(cfg.schedule.lr, 6), cfg.schedule.min_lr, cfg.schedule.name) == (0.001168, 1e-5, "cosine")
-    assert engine.resolve("auto", dict(cfg.model)) == "autograd"
+    assert engine.resolve("auto", models.build(to_dict(cfg)["model"], 27)) == "autograd"
 
 
 def test_grid_preset_is_a_multirun():

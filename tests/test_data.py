@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from makemore import data as data_mod
 from makemore.config import ConfigError
 from makemore.data import Vocab, build_dataset, embedded_names, load, read_words, split_words
 
@@ -92,3 +93,15 @@ def test_bad_data_files(tmp_path, content, needle):
 def test_limit_words_keeps_the_full_vocabulary(names_txt):
     ds = load(str(names_txt), [0.8, 0.1, 0.1], 42, 3, limit_words=5)
     assert len(ds.vocab) == 27 and ds.examples()["train"] == 32
+
+
+def test_a_leading_byte_order_mark_is_not_a_character(tmp_path):
+    words = ["emma", "olivia", "ava", "isabella", "sophia"] * 4
+    plain, bom = tmp_path / "plain.txt", tmp_path / "bom.txt"
+    plain.write_text("\n".join(words) + "\n", encoding="utf-8")
+    bom.write_text("\n".join(words) + "\n", encoding="utf-8-sig")
+    assert bom.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert data_mod.read_words(str(bom)) == data_mod.read_words(str(plain)) == words
+    a = data_mod.load(str(plain), [0.8, 0.1, 0.1], 42, 3)
+    b = data_mod.load(str(bom), [0.8, 0.1, 0.1], 42, 3)
+    assert a.vocab.itos == b.vocab.itos and len(b.vocab) == 1 + len(set("".join(words)))

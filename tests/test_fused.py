@@ -13,9 +13,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from makemore import fused
-from makemore.model import MLP
-from makemore.step import FastStep
+from makemore.engine.fast import fused
+from makemore.engine.fast.layout import FlatLayout
+from makemore.engine.fast.step import FastStep
+from makemore.models import MLP
 
 pytestmark = pytest.mark.skipif(
     shutil.which(os.environ.get("CC") or "cc") is None, reason="no C compiler: the step runs torch's kernels"
@@ -37,9 +38,9 @@ def train(precision, on, *, H=37, steps=20, wd=3e-4, grad=False, direct=False, t
     try:
         torch.manual_seed(0)
         V, B, E, N = 27, 4, 8, 32
-        model = MLP(V, B, E, H, norm="layer", direct=direct).init_("scaled", [0])
-        g = torch.zeros_like(model.flat) if grad else None
-        step = FastStep(model, N, 0.0 if grad else wd, grad=g, precision=precision, fused=on)
+        layout = FlatLayout(MLP(V, B, E, H, norm="layer", direct=direct, init="scaled", seed=0))
+        g = torch.zeros_like(layout.flat) if grad else None
+        step = FastStep(layout, N, 0.0 if grad else wd, grad=g, precision=precision, fused=on)
         X = torch.randint(0, V, (400, B))
         Y = (X[:, -1] + 1) % V  # learnable: the next character follows the last one
         ix = torch.randint(0, 400, (steps, 1, N), generator=torch.Generator().manual_seed(1))
@@ -48,8 +49,8 @@ def train(precision, on, *, H=37, steps=20, wd=3e-4, grad=False, direct=False, t
         for i in range(steps):
             step(rows[i], targets[i], 0.2, picked[i])
             if grad:
-                model.flat.sub_(0.2 * g)
-        return step, -picked.view(steps, N), model.flat.clone(), g
+                layout.flat.sub_(0.2 * g)
+        return step, -picked.view(steps, N), layout.flat.clone(), g
     finally:
         torch.set_num_threads(previous)
 
@@ -81,14 +82,14 @@ def test_the_fused_step_is_deterministic_on_two_threads(precision):
 
 def test_only_one_replica_on_the_cpu_with_layer_norm_is_fused():
     for norm, K in (("none", 1), ("batch", 1), ("layer", 2)):
-        model = MLP(27, 3, 8, 16, replicas=K, norm=norm).init_("scaled", list(range(K)))
-        assert not FastStep(model, 8).fused, (norm, K)
-    assert FastStep(MLP(27, 3, 8, 16, norm="layer").init_("scaled", [0]), 8).fused
+        assert not FastStep(FlatLayout(MLP(27, 3, 8, 16, replicas=K, norm=norm)), 8).fused, (norm, K)
+    assert FastStep(FlatLayout(MLP(27, 3, 8, 16, norm="layer")), 8).fused
 
 
 PROBE = (
-    "from makemore.model import MLP; from makemore.step import FastStep; "
-    "print(FastStep(MLP(27, 3, 8, 16, norm='layer').init_('scaled', [0]), 8).fused)"
+    "from makemore.models import MLP; from makemore.engine.fast.layout import FlatLayout; "
+    "from makemore.engine.fast.step import FastStep; "
+    "print(FastStep(FlatLayout(MLP(27, 3, 8, 16, norm='layer')), 8).fused)"
 )
 
 

@@ -1,6 +1,6 @@
-"""train.precision=bf16: bfloat16 products with fp32 master weights, on both engines. Its training tracks the
-fp32 engines' within bfloat16's rounding, the weights and evaluations stay fp32, and a device without
-bfloat16 products is refused in one line."""
+"""train.precision=bf16: bfloat16 products with fp32 master weights, on both engines (the fast engine against the
+fp32 autograd engine is in test_engines.py). The autograd engine tracks its fp32 self, the weights and evaluations
+stay fp32, and a device without bfloat16 products is refused in one line."""
 
 from __future__ import annotations
 
@@ -10,79 +10,29 @@ import sys
 import pytest
 import torch
 from conftest import QUICK, ROOT, metrics, run_cli
-from test_engines import OPTIMIZERS, WORDS, grid, pair
+from test_engines import OPTIMIZERS, drive, twins
 
 from makemore import engine as engines
-from makemore import fused
 from makemore.config import ConfigError
-from makemore.data import build_dataset
 from makemore.device import check_precision
-from makemore.model import build
+from makemore.engine.fast import fused
+from makemore.engine.fast.layout import FlatLayout
+from makemore.engine.fast.step import FastStep
+from makemore.models import MLP
 from makemore.schedule import step_schedule
-from makemore.step import FastStep
-from makemore.train import fit
+from makemore.train import Loop, fit
 
 if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
     pytest.skip("this CPU has no bfloat16 products (oneDNN)", allow_module_level=True)
 
 
-def train(eng, Xtr, Ytr, ix, lr):
-    steps, K, N = ix.shape
-    rows, targets = eng.batches(Xtr, Ytr, ix)
-    picked = torch.empty(steps, *targets[0].shape)
-    for i in range(steps):
-        eng.step(rows[i], targets[i], lr(i), picked[i])
-    return -picked.view(steps, K, N).mean(2)
-
-
-def fast_bf16_vs_autograd_fp32(norm, K, opt, steps, direct=False):
-    vocab, flat, net = pair(norm, K, hidden=64, emb=8, direct=direct)
-    Xtr, Ytr = build_dataset(WORDS, vocab, 3)
-    ix = torch.randint(0, len(Ytr), (steps, K, 32), generator=torch.Generator().manual_seed(1))
-    lrs = [0.01, 0.002] if opt["name"] == "adamw" else [0.02, 0.005] if opt.get("momentum") else [0.2, 0.05]
-    lr = step_schedule(lrs, [steps // 2])
-    low = train(engines.make(flat, 32, opt, "bf16"), Xtr, Ytr, ix, lr)
-    ref = train(engines.make(net, 32, opt), Xtr, Ytr, ix, lr)
-    return flat, net, low, ref
-
-
-@pytest.mark.parametrize(
-    *grid(
-        "opt, norm, K, direct",
-        [["sgd_wd", "adamw", "momentum"], ["none", "batch", "layer"], [1, 2], [False, True]],
-        {
-            ("sgd_wd", "layer", 1, False),
-            ("sgd_wd", "batch", 1, False),
-            ("adamw", "none", 2, True),
-            ("momentum", "layer", 2, False),
-            ("sgd_wd", "batch", 2, True),
-        },
-    )
-)
-def test_bf16_fast_engine_tracks_the_fp32_autograd_engine(opt, norm, K, direct):
-    flat, net, low, ref = fast_bf16_vs_autograd_fp32(norm, K, OPTIMIZERS[opt], 300, direct)
-    # the first loss differs only by the products' bf16 rounding (8 bits of mantissa: ~0.4% per operand)
-    torch.testing.assert_close(low[0], ref[0], rtol=1e-2, atol=0)
-    assert not torch.equal(low, ref)  # the products did run in bf16
-    # after 300 steps the trajectories agree to bf16's rounding, far below what training moved them
-    assert (low[-50:].mean(0) - ref[-50:].mean(0)).abs().max() < 0.03
-    assert ref[-50:].mean() < ref[:20].mean() - 0.5
-    assert flat.flat.dtype == torch.float32  # the master weights stay fp32
-    # the weights differ by a small fraction of how far training moved them
-    W0 = pair(norm, K, hidden=64, emb=8, direct=direct)[1].params["W1"]
-    W16, W32 = flat.params["W1"], net.params["W1"].detach()
-    assert (W16 - W32).norm() < 0.1 * (W32 - W0).norm()
-
-
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
 def test_bf16_autograd_engine_tracks_its_fp32_self(norm):
-    vocab, _, net32 = pair(norm, 2, hidden=48, emb=8)
-    _, _, net16 = pair(norm, 2, hidden=48, emb=8)
-    Xtr, Ytr = build_dataset(WORDS, vocab, 3)
-    ix = torch.randint(0, len(Ytr), (200, 2, 32), generator=torch.Generator().manual_seed(2))
+    net32, net16 = twins(norm, 2, hidden=48, emb=8)
+    ix = torch.randint(0, 200, (200, 2, 32), generator=torch.Generator().manual_seed(2))
     lr = step_schedule([0.2, 0.05], [100])
-    ref = train(engines.make(net32, 32, OPTIMIZERS["sgd"]), Xtr, Ytr, ix, lr)
-    low = train(engines.make(net16, 32, OPTIMIZERS["sgd"], "bf16"), Xtr, Ytr, ix, lr)
+    ref = drive(engines.make("autograd", net32, 32, OPTIMIZERS["sgd"]), ix, lr)
+    low = drive(engines.make("autograd", net16, 32, OPTIMIZERS["sgd"], "bf16"), ix, lr)
     torch.testing.assert_close(low[0], ref[0], rtol=1e-2, atol=0)
     assert not torch.equal(low, ref)
     assert (low[-50:].mean(0) - ref[-50:].mean(0)).abs().max() < 0.03
@@ -93,24 +43,15 @@ def test_bf16_autograd_engine_tracks_its_fp32_self(norm):
 @pytest.mark.parametrize("norm", ["layer", "batch"])
 def test_a_bf16_fit_ends_near_fp32_and_evaluates_in_fp32(norm, tiny_data):
     def run(precision):
-        model = build("mlp", len(tiny_data.vocab), block_size=3, emb=8, hidden=128, norm=norm, init="scaled")
-        progress = fit(
-            model,
-            tiny_data,
-            steps=600,
-            batch_size=64,
-            schedule=step_schedule([0.2, 0.05], [400]),
-            eval_every=300,
-            checkpoint_every=600,
-            seed=3,
-            optimizer=OPTIMIZERS["sgd_wd"],
-            precision=precision,
-        )
-        return model, progress
+        model = MLP(len(tiny_data.vocab), block_size=3, emb=8, hidden=128, norm=norm, init="scaled")
+        engine = engines.make("fast", model, 64, OPTIMIZERS["sgd_wd"], precision)
+        loop = Loop(steps=600, batch_size=64, schedule=step_schedule([0.2, 0.05], [400]), seed=3, eval_every=300,
+                    checkpoint_every=600)  # fmt: skip
+        return model, fit(model, engine, tiny_data, loop)
 
     m32, p32 = run("fp32")
     m16, p16 = run("bf16")
-    assert m16.flat.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in m16.parameters())
     dev16, dev32 = p16.evals[-1]["dev"][0], p32.evals[-1]["dev"][0]
     assert abs(dev16 - dev32) < 0.02 and dev32 < 2.8  # from ln 27 = 3.3
     # the recorded evaluation is the fp32 forward of the fp32 weights
@@ -118,10 +59,10 @@ def test_a_bf16_fit_ends_near_fp32_and_evaluates_in_fp32(norm, tiny_data):
 
 
 def test_precision_values():
-    vocab, flat, _ = pair("layer", 1)
+    layout = FlatLayout(MLP(27, norm="layer"))
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
-        FastStep(flat, 8, precision="fp16")
-    step = FastStep(flat, 8, precision="bf16")
+        FastStep(layout, 8, precision="fp16")
+    step = FastStep(layout, 8, precision="bf16")
     assert step.W1p.dtype == torch.bfloat16 and step.h_a.dtype == torch.bfloat16 and step.s.dtype == torch.float32
 
 

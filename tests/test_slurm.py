@@ -17,7 +17,7 @@ from conftest import CONF, metrics, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 
-from makemore.config import register_configs, register_resolvers
+from makemore.hydra_app import register_configs, register_resolvers
 from makemore.search import open_storage
 
 pytestmark = pytest.mark.slow  # real SLURM jobs, each a Python that imports torch

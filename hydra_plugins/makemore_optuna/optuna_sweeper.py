@@ -23,7 +23,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from makemore.config import SEARCH_SWEEPER
+from makemore.hydra_app import SEARCH_SWEEPER
 
 log = logging.getLogger("makemore")
 

@@ -1,5 +1,5 @@
-"""The autograd engine: Net's forward, loss.backward() and a torch.optim optimizer built from the optimizer
-group. Every model option trains here; a new one needs only Net's forward.
+"""The autograd engine: the model's forward, loss.backward() and a torch.optim optimizer built from the optimizer
+group. Every family and every model option trains here; a new one needs only its module's forward.
 
 precision="bf16": the forward runs under torch.autocast (bfloat16 products, fp32 parameters and their
 gradients, as PyTorch's mixed precision does); the loss is taken from fp32 logits."""
@@ -10,15 +10,14 @@ import copy
 
 import torch
 
-from .. import optim
-from ..model import Net
-from ..step import PRECISIONS
+from ..device import PRECISIONS
+from . import optim
 
 
 class AutogradEngine:
     name = "autograd"
 
-    def __init__(self, model: Net, batch_size: int, optimizer: dict, precision: str = "fp32"):
+    def __init__(self, model, batch_size: int, optimizer: dict, precision: str = "fp32"):
         self.model = model
         self.opt = optim.build(optimizer, model.parameters())
         if precision not in PRECISIONS:

@@ -4,8 +4,8 @@ first use and called through ctypes.
 Why hand-written: the step's elementwise work around the hidden layer is five or six torch calls each way
 (conversions, native_layer_norm, sigmoid, 2s - 1; their backwards and the gain and shift updates), each a pass
 over the batch x hidden activations; bf16 adds three conversions that fp32 does not have. torch.compile
-(inductor), the maintained route to fused kernels, measured slower than those eager calls on this CPU
-(README, Performance) and needs a C compiler too. One C file of ~150 lines with OpenMP does both passes.
+(inductor), the maintained route to fused kernels, was slower than those eager calls on the CPU
+(docs/performance.md) and needs a C compiler too. One C file with OpenMP does both passes.
 
 The library is built with the system's C compiler (`cc`, or $CC) into ~/.cache/makemore (or
 $XDG_CACHE_HOME/makemore), once per source, compiler and CPU (-march=native); threads come from the OpenMP

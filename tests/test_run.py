@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -14,18 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, metrics, run_cli, run_dirs, run_module
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import QUICK, events, metrics, run_cli, run_dirs, run_module
 
 from makemore import checkpoint
 
 pytestmark = pytest.mark.slow  # every test here runs the commands in subprocesses
-
-
-def events(run_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
-    return acc
 
 
 def test_short_run_writes_every_output(tmp_path, words_file):
@@ -221,3 +215,39 @@ def test_divergence_stops_with_step_and_lr(tmp_path, words_file):
     assert "Traceback" not in r.stderr
     m = metrics(run_dirs(tmp_path)[0])
     assert m["status"] == "diverged" and m["dev_loss"] is None
+
+
+@pytest.mark.slow
+def test_single_run_is_named_by_its_overrides_and_says_where_it_is(tmp_path, words_file):
+    r = run_cli(
+        "model.hidden=37",
+        "model.emb=4",
+        "train.steps=300",
+        "samples=2",
+        "seed=7",
+        f"data.path={words_file}",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    (run,) = run_dirs(tmp_path)
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_model\.emb=4,model\.hidden=37,samples=2,train\.steps=300", run.name
+    ), run.name  # seed and data.path left out, as in sweep job names
+    out = r.stdout + r.stderr
+    assert out.count(f"run dir: {run}") == 2  # at the start and at the end
+    # every run has a curve: 300 steps with the default eval_every give 20 dev points
+    acc = events(run)
+    assert len(acc.Scalars("loss/dev")) == 20 and "evaluation every 15 steps" in out
+    # the Custom Scalars layout: train and dev loss on one chart, then minibatch loss and lr
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    (tensor,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(tensor.tensor_proto.string_val[0])
+    charts = [c for cat in layout.category for c in cat.chart]
+    assert list(charts[0].multiline.tag) == [r"^loss/train$", r"^loss/dev$"]
+    assert [c.title for c in charts[1:]] == ["minibatch loss", "learning rate"]
+    # steps/s: the console's last progress line and the summary give the same figure as metrics.json
+    sps = metrics(run)["steps_per_second"]
+    (bar,) = re.findall(r"step 300/300 .* (\d+) steps/s", out)
+    (summary,) = re.findall(r"s of training steps, (\d+) steps/s\)", out)
+    assert abs(int(bar) - sps) <= 1 and abs(int(summary) - sps) <= 1  # the same figure, printed with %.0f

@@ -84,7 +84,7 @@ def test_embedding_map_for_every_run(tmp_path, words_file, emb, title):
 def test_project_2d_titles():
     import torch
 
-    from makemore.plots import project_2d
+    from makemore.results.plots import project_2d
 
     assert project_2d(torch.randn(27, 2))[1] == "2-D embedding"
     xy, title = project_2d(torch.randn(27, 5))

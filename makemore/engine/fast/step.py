@@ -1,14 +1,15 @@
 """The fast SGD step: forward, hand-derived backward and update of the MLP, fused and allocation-free.
 
-At batch 32 a step is dominated by per-operation overhead (a few microseconds per torch call), not by
-arithmetic, so this step is written to issue as few operations as possible (profiled with
-torch.profiler; see bench/):
+At batch 32 a step is dominated by per-operation overhead, not by arithmetic, so this step is written to issue
+as few operations as possible (profiled with torch.profiler; bench/speed.py and bench/precision.py time it,
+docs/performance.md has the figures):
   - gradients are the closed forms of makemore part 4 instead of autograd's graph;
   - biases ride along as the last row of their weight matrix against a ones column of the input, and
     weight updates are fused into the gradient products: `W.addmm_(a^T, d, alpha=-lr/N)` computes
-    W -= lr * a^T d / N in one call; the embedding rows get one `index_add_` (2x an accumulating index_put_);
-  - tanh(x) is computed as 2*sigmoid(2x) - 1: this torch build's CPU tanh is ~6x slower than sigmoid;
-  - the output layer is padded to a multiple of 16 classes (model.py), which MKL multiplies faster;
+    W -= lr * a^T d / N in one call; the embedding rows get one `index_add_` (faster than an accumulating
+    index_put_);
+  - tanh(x) is computed as 2*sigmoid(2x) - 1: this torch build's CPU tanh is slower than its sigmoid;
+  - the output layer is padded to a multiple of 16 classes (layout.py), which MKL multiplies faster;
   - every intermediate lives in a buffer preallocated for the batch shape (`out=` everywhere);
   - nothing reads a value back to the host: the picked log-probabilities go into a tensor slot.
 K replicas go through the same calls as batched products (leading dimension K); K = 1 uses the
@@ -36,14 +37,14 @@ sigmoid and h = 2s - 1 are one C pass over the rows (reading bf16 hpre directly,
 backward's sigmoid_backward, norm backward, gain and shift updates and dhpre one more; torch's kernels above
 otherwise (MAKEMORE_FUSED=0, no C compiler, other norms, replicas, CUDA), with the same results to float rounding.
 
-precision="bf16" (train.precision): the six products read bfloat16 copies of the operands (at the best
-preset's shapes this CPU's bf16 products run ~2.1x as fast as fp32's) and accumulate in fp32 inside; the
+precision="bf16" (train.precision): the six products read bfloat16 copies of the operands (on CPUs with bf16
+instructions these run faster than fp32's: bench/precision.py) and accumulate in fp32 inside; the
 weights stay fp32 masters (one bf16 copy of W1a and W2a, adjacent in the flat buffer, is made before each
 step), the two weight-gradient products' bf16 results are converted and added into them in one call each
-(mixed-type kernels measured slower than a conversion and an fp32 kernel), and every
+(torch's mixed-type kernels are slower than a conversion and an fp32 kernel), and every
 elementwise pass (norm, sigmoid, softmax, the loss) runs in fp32 on fp32 buffers, because this torch's
-elementwise kernels are no faster on bf16 than on fp32 (measured).
-Evaluation is always fp32 (model.forward).
+elementwise kernels are no faster on bf16 than on fp32.
+Evaluation is always fp32 (the module's forward).
 
 Weight decay (on C, W1, W2, D) is SGD's p -= lr * (g + wd * p), applied after the gradients that read those
 weights were computed: C is scaled by c = 1 - lr * wd, and W1a and W2a get c as the beta of their update
@@ -51,7 +52,7 @@ products (W = c W + alpha a^T d: no pass of its own). Biases must not decay, so 
 first: c (b / c) + g = b + g (kept aside and added back instead where c is near 0).
 
 With a `grad` buffer (shaped like the model's flat buffer) the step writes the gradients there instead of
-updating, for another optimizer (optim.FlatUpdate) to apply: the same products with alpha = 1/N, the
+updating, for another optimizer (update.FlatUpdate) to apply: the same products with alpha = 1/N, the
 embedding rows accumulated into the zeroed gradient of C.
 """
 
@@ -59,55 +60,66 @@ from __future__ import annotations
 
 import torch
 
+from ...device import PRECISIONS
+from ...models.layers import BN_EPS, BN_MOMENTUM
 from .fused import library as fused_library
-from .model import BN_EPS, BN_MOMENTUM, MLP
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from .layout import FlatLayout
 
 aten = torch.ops.aten
 
 
 class FastStep:
-    """One training step of `model` for batches of `batch_size` examples per replica."""
+    """One training step of the model laid out in `layout` for batches of `batch_size` examples per replica."""
 
     def __init__(
         self,
-        model: MLP,
+        layout: FlatLayout,
         batch_size: int,
         weight_decay: float = 0.0,
         grad: torch.Tensor | None = None,
         precision: str = "fp32",
         fused: bool = True,
     ):
-        self.model, self.N, self.wd, self.grad = model, batch_size, weight_decay, grad
+        self.layout, self.N, self.wd, self.grad = layout, batch_size, weight_decay, grad
         if grad is not None and weight_decay:
             raise ValueError("with a grad buffer the optimizer applies the weight decay")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        K, N, V, E, H = model.replicas, batch_size, model.vocab_size, model.emb, model.hidden
-        Vp = model.storage["W2a"].shape[2]  # the output layer's padded width (see model.py)
-        B, BE = model.block_size, model.block_size * model.emb
-        dev = model.device
         dt = PRECISIONS[precision]  # the products' operand type
         self.low = dt != torch.float32
-        one_replica = K == 1
-        sq = (lambda t: t[0]) if one_replica else (lambda t: t)  # drop the K dimension when K = 1
+        one_replica = layout.replicas == 1
+        self.sq = (lambda t: t[0]) if one_replica else (lambda t: t)  # drop the K dimension when K = 1
         self._mm, self._addmm = (torch.mm, torch.addmm) if one_replica else (torch.bmm, torch.baddbmm)
         self._addmm_ = torch.Tensor.addmm_ if one_replica else torch.Tensor.baddbmm_
-        st = model.storage
+        self.norm = layout.norm
+        # torch's fused norm kernels take one gain for all rows: one replica (batch norm also needs N > 1)
+        self.native = layout.norm != "none" and one_replica and (layout.norm == "layer" or batch_size > 1)
+        W2p = self._weights(layout, dt)
+        self._activations(layout, dt, W2p)
+        self._norm_and_gradients(layout)
+        self.fused = False
+        if fused:
+            self._use_fused(layout, layout.device)
+
+    def _weights(self, layout: FlatLayout, dt: torch.dtype) -> torch.Tensor:
+        """The masters and what the products read of them (bf16 copies with train.precision=bf16); returns W2a as
+        the products read it."""
+        K, V, E, H, BE = layout.replicas, layout.vocab_size, layout.emb, layout.hidden, layout.block_size * layout.emb
+        sq, st = self.sq, layout.storage
         self.C2 = st["C"].view(K * V, E)  # rows of all replicas; batch indices carry a k*V offset
         self.W1a, self.W2a = sq(st["W1a"]), sq(st["W2a"])  # the fp32 masters
-        # W1a and W2a are adjacent in the flat buffer (model.py): bf16 copies and conversions of both are one call
-        # over that range instead of two (fewer calls; the step measured within ~1% of the two-call form)
+        # W1a and W2a are adjacent in the flat buffer (layout.py): bf16 copies and conversions of both are one call
+        # over that range instead of two (fewer calls per step)
         lo, hi = st["W1a"].storage_offset(), st["W2a"].storage_offset() + st["W2a"].numel()
+        self.lo, self.hi = lo, hi
         W1p, W2p = st["W1a"], st["W2a"]  # what the products read: the masters, or bf16 copies made each step
         if self.low:
-            self.W_range = model.flat[lo:hi]
+            self.W_range = layout.flat[lo:hi]
             self.Wp_range = torch.empty_like(self.W_range, dtype=dt)
             W1p, W2p = self._mirror(self.Wp_range, st["W1a"], st["W2a"], lo)
             # the weight-gradient products' bf16 results, laid out as W1a and W2a: one add puts both into the masters
             self.gWp_range = torch.empty_like(self.Wp_range)
-            if grad is None:  # ... converted (with a grad buffer they are converted into it)
+            if self.grad is None:  # ... converted (with a grad buffer they are converted into it)
                 self.gW32_range = torch.empty_like(self.W_range)
             self.gW1p, self.gW2p = (sq(t) for t in self._mirror(self.gWp_range, st["W1a"], st["W2a"], lo))
         self.W1p, self.W2p = sq(W1p), sq(W2p)
@@ -115,6 +127,12 @@ class FastStep:
         # the bias rows (b1: W1a's last; b2: W2a's row H), kept across a decaying update (see the docstring)
         self.b1, self.b2 = self.W1a[..., BE, :], self.W2a[..., H, :]
         self.b1_keep, self.b2_keep = torch.empty_like(self.b1), torch.empty_like(self.b2)
+        return W2p
+
+    def _activations(self, layout: FlatLayout, dt: torch.dtype, W2p: torch.Tensor) -> None:
+        """Every intermediate of the step, preallocated for the batch shape."""
+        K, N, E, H, B = layout.replicas, self.N, layout.emb, layout.hidden, layout.block_size
+        BE, Vp, sq, dev = B * E, layout.storage["W2a"].shape[2], self.sq, layout.device
 
         def buf(*shape, dtype=torch.float32, fill=None):
             if fill is None:
@@ -129,9 +147,9 @@ class FastStep:
         self.hpre = sq(buf(K, N, H, dtype=dt))  # the first product's result
         self.hpre32 = sq(buf(K, N, H)) if self.low else self.hpre  # ... in fp32, for the elementwise passes
         self.s = sq(buf(K, N, H))  # s = sigmoid(2y), y the tanh's input: h = tanh(y) = 2s - 1
-        h_a = buf(K, N, H + 1 + (BE if model.direct else 0), dtype=dt, fill=1.0)  # [h | 1 (| emb: direct)]
+        h_a = buf(K, N, H + 1 + (BE if layout.direct else 0), dtype=dt, fill=1.0)  # [h | 1 (| emb: direct)]
         self.h_a, self.h, self.h_aT = sq(h_a), sq(h_a[:, :, :H]), sq(h_a.transpose(1, 2))
-        if model.direct:  # the direct connections D: the output layer's rows after b2 (model.py)
+        if layout.direct:  # the direct connections D: the output layer's rows after b2 (layout.py)
             self.h_emb = sq(h_a[:, :, H + 1 :])
             self.DT = sq(W2p[:, H + 1 :].transpose(1, 2))
         self.logits = sq(buf(K, N, Vp, dtype=dt))
@@ -144,24 +162,21 @@ class FastStep:
         self.demb_rows = self.demb32.view(K * N * B, E)
         self.minus_one = sq(buf(K, N, 1, fill=-1.0))
         self.neg_one = -torch.ones((), device=dev)
-        self.sq = sq
-        self.norm = model.norm
-        # torch's fused norm kernels take one gain for all rows: one replica (batch norm also needs N > 1)
-        self.native = model.norm != "none" and K == 1 and (model.norm == "layer" or N > 1)
-        if model.norm != "none":
+
+    def _norm_and_gradients(self, layout: FlatLayout) -> None:
+        """The norm's doubled gain and shift, and views of the gradient buffer laid out as the parameters."""
+        K, V, E, H, st, grad = layout.replicas, layout.vocab_size, layout.emb, layout.hidden, layout.storage, self.grad
+        if layout.norm != "none":
             # 2 * gain, 2 * shift (the norm writes 2y), from gain and shift (adjacent in the flat buffer) in one call
             g0 = st["gain"].storage_offset()
-            self.gain_shift = model.flat[g0 : g0 + 2 * K * H].view(2, K, H)
-            self.gain_shift2 = buf(2, K, H)
+            self.gain_shift = layout.flat[g0 : g0 + 2 * K * H].view(2, K, H)
+            self.gain_shift2 = torch.empty(2, K, H, device=layout.device)
             self.gain2, self.shift2 = self.gain_shift2.unbind(0)
         if grad is not None:  # views of the gradient buffer laid out as the parameters (same offsets)
             g = {n: grad.as_strided(t.shape, t.stride(), t.storage_offset()) for n, t in st.items()}
-            self.gC2, self.gW1a, self.gW2a = g["C"].view(K * V, E), sq(g["W1a"]), sq(g["W2a"])
-            self.gnorm = (g["gain"], g["shift"]) if model.norm != "none" else None
-            self.gW_range = grad[lo:hi]
-        self.fused = False
-        if fused:
-            self._use_fused(model, dev)
+            self.gC2, self.gW1a, self.gW2a = g["C"].view(K * V, E), self.sq(g["W1a"]), self.sq(g["W2a"])
+            self.gnorm = (g["gain"], g["shift"]) if layout.norm != "none" else None
+            self.gW_range = grad[self.lo : self.hi]
 
     def batches(
         self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor
@@ -169,7 +184,7 @@ class FastStep:
         """Per-step arguments for S steps from batch indices ix (S, K, N) into the training set:
         the rows of C to look up (offset by k*V for replica k) and the targets as (K, N, 1)."""
         S, K, N = ix.shape
-        offset = (torch.arange(K, device=ix.device) * self.model.vocab_size).view(1, K, 1, 1)
+        offset = (torch.arange(K, device=ix.device) * self.layout.vocab_size).view(1, K, 1, 1)
         rows = (X[ix] + offset).view(S, -1)
         targets = Y[ix].view(S, K, N, 1)
         if K == 1:
@@ -179,7 +194,7 @@ class FastStep:
     def __call__(self, ix: torch.Tensor, Y: torch.Tensor, lr: float, picked: torch.Tensor) -> None:
         """ix: (K*N*block_size,) rows of C; Y: (K, N, 1) targets (K dim dropped when K = 1);
         picked: a slot shaped like Y that receives log p(target) of each example (the loss, negated)."""
-        m = self.model
+        m = self.layout
         step = -lr / self.N if self.grad is None else 1.0 / self.N  # update scale, or gradient scale
         step4 = 4.0 * step  # the hidden layer's gradients are kept / 4 (see the module docstring)
         if self.grad is not None:
@@ -211,7 +226,7 @@ class FastStep:
         if self.low:
             self.demb32.copy_(self.demb)
         if self.grad is None and not (self.low or self.wd):  # the lecture's case inline: at batch 32 a call's
-            self._addmm_(self.W2a, self.h_aT, dl, alpha=step)  # Python overhead is measurable (~4 us a step)
+            self._addmm_(self.W2a, self.h_aT, dl, alpha=step)  # Python overhead is measurable (bench/speed.py)
             self._addmm_(self.W1a, self.emb_aT, dhpre, alpha=step4)
             self.C2.index_add_(0, ix, self.demb_rows)
         else:
@@ -237,21 +252,21 @@ class FastStep:
         if self.fused:
             self._fused_backward(*self._fused_backward_args[0], step4, *self._fused_backward_args[1])
             return self.dhpre if self.low else self.dh
-        if self.low:  # a conversion, then the fp32 kernel: faster than sigmoid_backward on mixed types (measured)
+        if self.low:  # a conversion, then the fp32 kernel: faster than sigmoid_backward on mixed types
             self.dy.copy_(self.dh)
         dy = aten.sigmoid_backward.grad_input(self.dy, s, grad_input=self.dy)  # dL/dy / 4
         dx = dy if self.norm == "none" else self._norm_backward(dy, step4)  # dL/dhpre / 4, fp32
         return self.dhpre.copy_(dx) if self.low else dx
 
-    def _use_fused(self, model: MLP, dev) -> None:
+    def _use_fused(self, layout: FlatLayout, dev) -> None:
         """Layer norm and tanh in one C pass each way (fused.py), where it is built: one replica on the CPU."""
         lib = fused_library() if self.native and self.norm == "layer" and torch.device(dev).type == "cpu" else None
         self.fused = lib is not None
         if not self.fused:
             return
-        N, H, low = self.N, model.hidden, int(self.low)
-        gain = model.params["gain"]
-        gain_t, shift_t = (gain, model.params["shift"]) if self.grad is None else self.gnorm
+        N, H, low = self.N, layout.hidden, int(self.low)
+        gain = layout.params["gain"]
+        gain_t, shift_t = (gain, layout.params["shift"]) if self.grad is None else self.gnorm
         self.mean, self.rstd = torch.empty(N, device=dev), torch.empty(N, device=dev)
         dx = self.dhpre if self.low else self.dh  # fp32: dx overwrites dh row by row (the kernel reads a row first)
         # raw addresses for the C calls: this step holds every tensor behind them (its buffers, views of the model's
@@ -313,7 +328,7 @@ class FastStep:
     def _norm_forward(self, hpre: torch.Tensor) -> torch.Tensor:
         """2y = 2 (norm(hpre) * gain + shift), the sigmoid's input; batch norm also updates the running
         statistics. The fused kernels' out= forms copy (autogenerated): their results are taken as they come."""
-        m = self.model
+        m = self.layout
         K, H = m.replicas, m.hidden
         torch.mul(self.gain_shift, 2.0, out=self.gain_shift2)
         if self.native:
@@ -338,7 +353,7 @@ class FastStep:
 
     def _norm_backward(self, dy: torch.Tensor, alpha: float) -> torch.Tensor:
         """dy (through the norm) -> dhpre; gain and shift get alpha * their gradients."""
-        m = self.model
+        m = self.layout
         K, H = m.replicas, m.hidden
         gain, shift = m.params["gain"], m.params["shift"]
         if self.native:

@@ -1,5 +1,5 @@
 """The pictures: loss curve, embedding map, lr-finder curve, sweep heatmap. matplotlib is imported
-lazily (it costs ~0.5 s of start-up) and always with the file-only Agg backend; torch is not imported
+lazily (it adds to every command's start-up) and always with the file-only Agg backend; torch is not imported
 here, so the sweep report (heatmap only) stays light."""
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""What a run shows while it trains: TensorBoard events and a console progress bar or log lines.
+"""A run's TensorBoard events: scalars, the HParams records, the Custom Scalars layout, text, figures and the
+embedding projector.
 
-Writing one TensorBoard event costs ~60 us here (protobuf + CRC in Python), as much as a training
-step, so minibatch losses are written as one event per `log_every` steps (the window's means), after
-each segment of steps and never inside it.
+Writing one event costs about as much as a lecture-sized training step (protobuf and a CRC in Python), so the
+minibatch losses are written as one event per `log_every` steps (runlog.py), after each segment of steps and
+never inside it.
 
 Tag names decide what TensorBoard shows first: Time Series lists groups (the tag's prefix) in
 alphabetical order, so the curves are `loss/` (evaluations) and `minibatch/` (training loss, lr), and
@@ -14,17 +15,10 @@ writes every key with the ones the user overrode marked; a sweep writes one summ
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from collections.abc import Iterable
 
 import torch
-
-from . import metrics
-from .train import Hooks, Progress, Pruned
-
-log = logging.getLogger("makemore")
 
 
 def flat_hparams(cfg: dict, prefix: str = "") -> dict[str, object]:
@@ -58,7 +52,7 @@ LAYOUT = {
 def run_hparams(conf: dict) -> dict[str, object]:
     """The HParams record of a run: every knob, flat, and every schedule key whatever the schedule
     (null where it does not apply), so runs with different schedules share one set of columns."""
-    from .config import optimizer_keys, schedule_keys
+    from ..config import optimizer_keys, schedule_keys
 
     hp = flat_hparams({k: conf[k] for k in ("data", "model", "schedule", "optimizer", "train", "seed") if k in conf})
     for key in schedule_keys() + optimizer_keys():
@@ -172,108 +166,3 @@ class TensorBoard:
 
     def close(self) -> None:
         self.writer.close()
-
-
-class Console:
-    """A tqdm bar on a terminal; otherwise a plain log line about every 10% or 30 s.
-
-    Speed is training steps per second of step time (evaluation and logging excluded), the same
-    figure as metrics.json's steps_per_second. Use it as a context manager: while it is open, log
-    lines go through tqdm.write above the bar instead of over it."""
-
-    def __init__(self, total: int, start: int = 0, tty: bool | None = None):
-        self.total, self.tty = total, sys.stderr.isatty() if tty is None else tty
-        self.bar = None
-        self.last_line = time.monotonic()
-        self.next_pct = 10
-        self._redirect = None
-        if self.tty and total:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
-
-    def __enter__(self) -> Console:
-        if self.bar is not None:
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            self._redirect = logging_redirect_tqdm(tqdm_class=type(self.bar))
-            self._redirect.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def update(self, step: int, loss: float, lr: float, steps_per_second: float) -> None:
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix_str(f"loss={loss:.4f}, lr={lr:.3g}, {steps_per_second:.0f} steps/s", refresh=False)
-            return
-        pct = 100 * step / max(self.total, 1)
-        if pct >= self.next_pct or time.monotonic() - self.last_line > 30 or step == self.total:
-            log.info("step %d/%d  loss %.4f  lr %.3g  %.0f steps/s", step, self.total, loss, lr, steps_per_second)
-            self.last_line = time.monotonic()
-            while self.next_pct <= pct:
-                self.next_pct += 10
-
-    def message(self, text: str) -> None:
-        log.info(text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self._redirect is not None:
-            self._redirect.__exit__(None, None, None)
-            self._redirect = None
-
-
-class RunLog(Hooks):
-    """The training loop's hooks for a run: TensorBoard, console, checkpoints; in a search's trial `judge`
-    (search.TrialReport) gets the dev loss of each evaluation and may stop the run there (train.Pruned)."""
-
-    def __init__(self, tb: TensorBoard, console: Console, log_every: int, save_checkpoint, judge=None):
-        self.tb, self.console, self.log_every, self.save_checkpoint = tb, console, log_every, save_checkpoint
-        self.judge = judge
-        self.window = [0.0, 0.0, 0]  # sums of loss and log10 loss, and steps, since the last point
-
-    def on_segment(self, start: int, losses: torch.Tensor, lrs: list[float], progress: Progress) -> None:
-        """One point per window of log_every steps, windows ending on multiples of log_every
-        (a window may span segments)."""
-        mean = losses.mean(1)  # over replicas
-        log10 = losses.log10().mean(1)
-        L, pos = self.log_every, 0
-        for b in range((start // L + 1) * L, start + len(lrs) + 1, L):
-            self._add(mean[pos : b - start], log10[pos : b - start])
-            s, s10, n = self.window
-            self.tb.scalars(
-                b, {"minibatch/loss": s / n, "minibatch/log10_loss": s10 / n, "minibatch/lr": lrs[b - start - 1]}
-            )
-            self.window, pos = [0.0, 0.0, 0], b - start
-        self._add(mean[pos:], log10[pos:])
-        sps = metrics.steps_per_second(progress.step, progress.seconds)
-        self.console.update(start + len(lrs), float(mean[-50:].mean()), lrs[-1], sps)
-
-    def _add(self, loss: torch.Tensor, log10: torch.Tensor) -> None:
-        self.window[0] += float(loss.sum())
-        self.window[1] += float(log10.sum())
-        self.window[2] += loss.numel()
-
-    def on_eval(self, step: int, losses: dict[str, torch.Tensor]) -> None:
-        values = {}
-        for split, v in losses.items():
-            values[f"loss/{split}"] = v.mean().item()
-            if v.numel() > 1:
-                values[f"loss/{split}_std"] = v.std().item()
-                values.update({f"replicas/{split}_{k}": x for k, x in enumerate(v.tolist())})
-        self.tb.scalars(step, values)
-        parts = "  ".join(
-            f"{s} {v.mean().item():.4f}" + (f" ± {v.std().item():.4f}" if v.numel() > 1 else "")
-            for s, v in losses.items()
-        )
-        self.console.message(f"step {step}: {parts}")
-        reason = self.judge(step, values["loss/dev"]) if self.judge is not None else None
-        if reason:
-            raise Pruned(step, reason)
-
-    def on_checkpoint(self, progress: Progress) -> None:
-        self.save_checkpoint(progress)

@@ -1,0 +1,104 @@
+"""setup(cfg): a config -> the data, model, engine, device, threads and loop settings of a run.
+
+One set-up for every way in: `python -m makemore.run`, `python -m makemore.lr_find` and the Python API (a
+notebook) all call it, so they train the same thing at the same speed. `cfg` is a composed config (a DictConfig
+from Hydra's compose API or a run) or the schema's dataclasses; nothing here imports Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import device as device_mod
+from . import engine as engines
+from . import models, schedule
+from .config import to_dict, validate
+from .data import Dataset, load
+from .train import Loop, eval_interval
+
+log = logging.getLogger("makemore")
+
+
+@dataclass
+class Setup:
+    conf: dict[str, Any]  # the resolved config as plain dicts (what the run records)
+    data: Dataset
+    model: models.LanguageModel
+    engine_name: str  # engine.resolve's answer: fast | autograd | count (a counted model: no engine)
+    engine: Any  # engine.make's, or None for a counted model
+    device: torch.device
+    loop: Loop
+    train_threads: int  # torch threads for training steps (set by setup)
+    eval_threads: int  # torch threads for evaluations and the outputs
+
+
+def load_data(cfg) -> Dataset:
+    d = cfg.data
+    return load(d.path, list(d.splits), d.seed, cfg.model.block_size, d.limit_words)
+
+
+def loop_settings(cfg, steps: int, eval_threads: int | None = None) -> Loop:
+    """The loop's settings from the config's train group; `steps`: what the model trains (0 for a counted one)."""
+    t = cfg.train
+    return Loop(
+        steps=steps,
+        batch_size=t.batch_size,
+        schedule=schedule.build(cfg.schedule, steps),
+        seed=cfg.seed,
+        eval_every=eval_interval(t.eval_every, steps),
+        checkpoint_every=t.checkpoint_every,
+        eval_examples=t.eval_examples,
+        eval_threads=eval_threads,
+    )
+
+
+def setup(cfg, jobs: int = 1, data: Dataset | None = None) -> Setup:
+    """Validate `cfg` (ConfigError: one line naming the key) and build the run; `jobs`: runs sharing this machine
+    now (their threads share its cores); `data`: an already loaded dataset to reuse. Sets torch's threads for
+    training (device.threads, or the automatic policy of device.training_threads)."""
+    validate(cfg)
+    conf = to_dict(cfg)
+    dev = device_mod.resolve(conf["device"]["name"])
+    device_mod.check_precision(conf["train"]["precision"], dev)
+    data = data or load_data(cfg)
+    model = models.build(conf["model"], len(data.vocab), seed=cfg.seed, replicas=cfg.train.replicas, device=dev)
+    name = engines.resolve(conf["train"]["engine"], model)
+    batch = cfg.train.batch_size or data.examples()["train"]
+    engine = (
+        None if name == "count" else engines.make(name, model, batch, conf["optimizer"], conf["train"]["precision"])
+    )
+    eval_threads = device_mod.threads(cfg.device.threads, jobs)
+    train_threads = device_mod.training_threads(cfg.device.threads, eval_threads, model.step_macs(batch))
+    torch.set_num_threads(train_threads)
+    steps = cfg.train.steps if model.trainable else 0
+    loop = loop_settings(cfg, steps, eval_threads)
+    return Setup(conf, data, model, name, engine, dev, loop, train_threads, eval_threads)
+
+
+def describe(s: Setup, jobs: int = 1) -> None:
+    """The run's set-up in a few log lines."""
+    conf, model = s.conf, s.model
+    log.info("data: %s; examples %s; vocabulary %d", s.data.source, s.data.examples(), len(s.data.vocab))
+    many = f" x {model.replicas} replicas" if model.replicas > 1 else ""
+    log.info("model: %s, %d parameters%s, device %s", conf["model"]["kind"], model.num_params(), many, s.device)
+    if s.engine is not None:
+        optimizer = ", ".join(f"{k} {v}" for k, v in conf["optimizer"].items())
+        log.info(
+            "engine: %s (train.engine=%s), precision %s; optimizer: %s",
+            s.engine_name,
+            conf["train"]["engine"],
+            conf["train"]["precision"],
+            optimizer,
+        )
+    log.info(
+        "torch threads: %d for training, %d for evaluation (%d parallel job%s); evaluation every %d steps",
+        s.train_threads,
+        s.eval_threads,
+        jobs,
+        "s" if jobs > 1 else "",
+        s.loop.eval_every,
+    )

@@ -1,0 +1,53 @@
+"""The fast engine: the hand-derived step (step.py) on the MLP module's parameters, laid out in one flat buffer
+(layout.py). Plain SGD stays fused into the gradient products; any other optimizer gets the gradients in a flat
+gradient buffer and update.py's FlatUpdate applies them. It is an optimization of models/mlp.py, tested equal to
+the autograd engine (tests/engines/)."""
+
+from __future__ import annotations
+
+import torch
+
+from ...models.mlp import MLP
+from ..optim import is_plain_sgd
+from .layout import FlatLayout
+from .step import FastStep
+from .update import FlatUpdate
+
+
+def unsupported(model) -> str | None:
+    """Why this engine cannot train `model` (the first option it lacks, as `key=value`), or None."""
+    if not isinstance(model, MLP):
+        return f"model={model.kind}"
+    if model.layers != 1:
+        return f"model.layers={model.layers}"
+    return None
+
+
+class FastEngine:
+    name = "fast"
+
+    def __init__(self, model: MLP, batch_size: int, optimizer: dict, impl: str = "closed", precision: str = "fp32"):
+        self.model = model
+        self.layout = FlatLayout(model)
+        if is_plain_sgd(optimizer):
+            self.update = None
+            self.fast_step = FastStep(self.layout, batch_size, optimizer["weight_decay"], precision=precision)
+        else:
+            grad = torch.zeros_like(self.layout.flat)
+            self.fast_step = FastStep(self.layout, batch_size, grad=grad, precision=precision)
+            self.update = FlatUpdate(optimizer, self.layout.flat, grad, self.layout.decay_mask(), impl)
+
+    def batches(self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor):
+        return self.fast_step.batches(X, Y, ix)
+
+    def step(self, rows: torch.Tensor, targets: torch.Tensor, lr: float, picked: torch.Tensor) -> None:
+        self.fast_step(rows, targets, lr, picked)
+        if self.update is not None:
+            self.update(lr)
+
+    def state(self) -> dict:
+        return self.update.state() if self.update is not None else {}
+
+    def load_state(self, state: dict) -> None:
+        if self.update is not None and state:
+            self.update.load_state(state)

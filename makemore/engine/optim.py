@@ -1,0 +1,48 @@
+"""The optimizer group -> a torch.optim optimizer for the autograd engine (the fast engine's is fast/update.py).
+
+Weight decay applies to the embedding table and the weight matrices (3-D: replica, in, out), never to biases
+or norm parameters (2-D: replica, width). SGD's is coupled (g + wd * p, as torch.optim.SGD); AdamW's is
+decoupled (p *= 1 - lr * wd before the Adam step, as torch.optim.AdamW). The lr comes from the schedule
+each step (`set_lr`).
+
+A new optimizer: a dataclass in config.py (registered in the `optimizer` group), a branch in `build`;
+the fast engine picks it up later, if ever, in fast/update.py's `FlatUpdate` with an equivalence test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+
+def decayed(p: torch.Tensor) -> bool:
+    """Matrices and the embedding table (K, in, out); not biases or norm gains and shifts (K, width)."""
+    return p.dim() > 2
+
+
+def build(conf: dict, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """torch.optim optimizer of `conf` (the optimizer group as a dict) over `params`, weight decay on the
+    decayed ones only. The lr is a placeholder: set_lr sets each step's."""
+    params = list(params)
+    wd = conf["weight_decay"]
+    groups = [
+        {"params": [p for p in params if decayed(p)], "weight_decay": wd},
+        {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if conf["name"] == "sgd":
+        return torch.optim.SGD(groups, lr=0.1, momentum=conf["momentum"], nesterov=conf["nesterov"])
+    if conf["name"] == "adamw":
+        return torch.optim.AdamW(groups, lr=1e-3, betas=tuple(conf["betas"]), eps=conf["eps"])
+    raise ValueError(f"unknown optimizer {conf['name']!r}")
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def is_plain_sgd(conf: dict) -> bool:
+    """The lecture's SGD (no momentum): the fast step fuses it into its gradient products."""
+    return conf["name"] == "sgd" and not conf["momentum"]

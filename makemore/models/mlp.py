@@ -1,0 +1,140 @@
+"""The MLP of Bengio et al. 2003 as the lecture writes it, with L tanh layers, for K replicas at once.
+
+    emb    = C[X].view(N, block_size * emb)          # look up and concatenate the context's embeddings
+    x      = emb
+    x      = tanh(norm(x @ W_l + b_l))               # l = 1..layers; the norm (batch or layer) is optional
+    logits = x @ Wout + bout [+ emb @ D]             # D: the paper's direct connections (model.direct)
+
+Every parameter carries a leading replica dimension K (K = 1 for a plain run): matrices (K, in, out) and the
+embedding table are 3-D, biases and norm parameters 2-D (the optimizers decay only the former). Replica k is
+drawn from its own generator, seeded seed + k, in the lecture's order: C, then each layer's W and b, then Wout,
+bout; so with one layer and seed 2147483647 the parameters are the lecture's, bit for bit.
+
+The fast engine (engine/fast/) trains this module's parameters in place, as views into its one flat buffer.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import LanguageModel, chunks
+from .layers import draw_linear, embed, linear, normalize, tanh
+
+NORMS = ("none", "batch", "layer")
+
+
+class MLP(LanguageModel):
+    kind = "mlp"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int = 3,
+        emb: int = 10,
+        hidden: int = 200,
+        *,
+        layers: int = 1,
+        norm: str = "none",
+        direct: bool = False,
+        replicas: int = 1,
+        init: str = "lecture",
+        seed: int = 2147483647,
+        device: torch.device | str = "cpu",
+    ):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
+        self.replicas, self.norm, self.layers, self.direct = replicas, norm, layers, direct
+        K, V, E, H, BE = replicas, vocab_size, emb, hidden, block_size * emb
+
+        def param(*shape, fill=0.0):
+            return torch.nn.Parameter(torch.full(shape, fill, device=device))
+
+        self.C = param(K, V, E)
+        for i in range(1, layers + 1):
+            setattr(self, f"W{i}", param(K, BE if i == 1 else H, H))
+            setattr(self, f"b{i}", param(K, H))
+            if norm != "none":
+                setattr(self, f"gain{i}", param(K, H, fill=1.0))
+                setattr(self, f"shift{i}", param(K, H))
+            if norm == "batch":
+                self.register_buffer(f"running_mean{i}", torch.zeros(K, H, device=device))
+                self.register_buffer(f"running_var{i}", torch.ones(K, H, device=device))
+        self.Wout, self.bout = param(K, H, V), param(K, V)
+        if direct:
+            self.D = param(K, BE, V)
+        self.init_(init, [seed + k for k in range(replicas)])
+
+    @torch.no_grad()
+    def init_(self, recipe: str, seeds: list[int]) -> MLP:
+        """Replica k from seeds[k] (module docstring); D starts at zero, so the direct connections begin as the
+        plain model and learn what they add; gains start at one, shifts at zero."""
+        BE, H, V = self.block_size * self.emb, self.hidden, self.vocab_size
+        for k, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            self.C[k].copy_(torch.randn(V, self.emb, generator=g))
+            for i in range(1, self.layers + 1):
+                W, b = draw_linear(BE if i == 1 else H, H, recipe, g)
+                getattr(self, f"W{i}")[k].copy_(W)
+                getattr(self, f"b{i}")[k].copy_(b)
+            W, b = draw_linear(H, V, recipe, g, output=True)
+            self.Wout[k].copy_(W)
+            self.bout[k].copy_(b)
+        return self
+
+    def step_macs(self, batch: int) -> int:
+        """3 products (forward, two backward) per layer."""
+        BE, H, V = self.block_size * self.emb, self.hidden, self.vocab_size
+        per_example = BE * H + (self.layers - 1) * H * H + H * V + (BE * V if self.direct else 0)
+        return self.replicas * batch * per_example * 3
+
+    def running(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Layer i's batch-norm running mean and variance (None without batch norm)."""
+        if self.norm != "batch":
+            return None
+        return getattr(self, f"running_mean{i}"), getattr(self, f"running_var{i}")
+
+    def forward(self, X: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """X: (K, N, block_size) -> logits (K, N, vocab). With batch norm, train=True normalizes by (and updates
+        the running statistics from) the batch's statistics; train=False by the running ones."""
+        K, N, B = X.shape
+        emb = embed(self.C, X).view(K, N, B * self.emb)
+        x = emb
+        for i in range(1, self.layers + 1):
+            b = getattr(self, f"b{i}")
+            # batch norm subtracts the batch mean, so a bias before it has gradient exactly 0 (float noise in
+            # practice, which Adam would scale up to steps of lr): it is held fixed
+            hpre = linear(x, getattr(self, f"W{i}"), b.detach() if self.norm == "batch" else b)
+            if self.norm != "none":  # in fp32 also under bf16 autocast: batch statistics and running averages
+                hpre = normalize(
+                    hpre.float(),
+                    self.norm,
+                    getattr(self, f"gain{i}"),
+                    getattr(self, f"shift{i}"),
+                    self.running(i),
+                    train,
+                )
+            x = tanh(hpre)
+        logits = linear(x, self.Wout, self.bout)
+        return linear(emb, self.D, acc=logits) if self.direct else logits
+
+    @torch.no_grad()
+    def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+        """As LanguageModel.evaluate; one plain layer takes a leaner path per replica."""
+        if self.norm != "none" or self.layers != 1:
+            return super().evaluate(X, Y, chunk)
+        total = torch.zeros(self.replicas, dtype=torch.float64)
+        for x, y in chunks(X, Y, self.replicas, self.device, chunk):
+            for k in range(self.replicas):
+                logits = self._plain_logits(k, x)
+                total[k] += torch.nn.functional.cross_entropy(logits, y, reduction="sum").cpu().double()
+        return (total / max(X.shape[0], 1)).float()
+
+    def _plain_logits(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """forward() of replica k for one plain layer, for large no-grad batches: 2-D products and tanh as an in-place
+        2 sigmoid(2x) - 1 (half the memory traffic of the general path)."""
+        emb = self.C[k][x].view(x.shape[0], -1)
+        h = torch.addmm(self.b1[k], emb, self.W1[k], beta=2, alpha=2).sigmoid_().mul_(2).sub_(1)
+        logits = torch.addmm(self.bout[k], h, self.Wout[k])
+        return logits.addmm_(emb, self.D[k]) if self.direct else logits
