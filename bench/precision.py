@@ -94,7 +94,7 @@ def step_case(conf: dict, ds, precision: str, batches, fused: bool = True):
         N, wd = conf["train"]["batch_size"], opt["weight_decay"]
         eng.fast_step = FastStep(eng.layout, N, wd, precision=precision, fused=False)
     rows, targets = eng.batches(ds.X["train"], ds.Y["train"], batches)
-    picked = torch.empty(len(rows), *targets[0].shape)
+    picked = torch.empty(len(rows), *eng.slot)
 
     def run():
         for i in range(len(rows)):

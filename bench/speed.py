@@ -119,7 +119,7 @@ def engine_step_us(ds, steps: int, repeats: int = 3) -> list[tuple[str, float]]:
             else:
                 eng = engines.make(engine, model, 32, opt)
             rows, targets = eng.batches(Xtr, Ytr, ix)
-            picked = torch.empty(steps, *targets[0].shape)
+            picked = torch.empty(steps, *eng.slot)
             lr = 0.001 if opt["name"] == "adamw" else 0.01
             t0 = time.perf_counter()
             for i in range(steps):

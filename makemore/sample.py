@@ -1,8 +1,9 @@
 """Generate words from a trained model, and the `python -m makemore.sample RUN_DIR` command.
 
-Sampling follows the lecture: start from a context of boundary tokens, draw the next character from
-softmax(logits / temperature) with torch.multinomial, shift it into the context, stop at the boundary.
-All n words are drawn side by side, one batched forward pass per position.
+Sampling follows the lecture: start from the boundary token, draw the next character from
+softmax(logits / temperature) with torch.multinomial, append it, stop at the boundary. The model reads what it
+needs of the tokens so far (a context model its last block_size, a sequence model the prefix). All n words are
+drawn side by side, one batched forward pass per position.
 """
 
 from __future__ import annotations
@@ -29,22 +30,19 @@ def generate(
     if unknown:
         raise ConfigError(f"--prefix has characters the model never saw: {''.join(unknown)!r}")
     g = torch.Generator().manual_seed(seed)
-    B = model.block_size
-    ctx = torch.zeros(n, B, dtype=torch.long)
-    for c in vocab.encode(prefix):
-        ctx = torch.cat([ctx[:, 1:], torch.full((n, 1), c)], 1)
+    seq = torch.tensor([[0, *vocab.encode(prefix)]] * n, dtype=torch.long)  # the start token, then the prefix
     out = torch.zeros(n, MAX_LEN, dtype=torch.long)
     alive = torch.ones(n, dtype=torch.bool)
     for t in range(MAX_LEN):
         K = model.replicas
-        probs = model.next_char_probs(ctx.to(model.device).unsqueeze(0).expand(K, -1, -1), temperature)[replica].cpu()
+        probs = model.next_char_probs(seq.to(model.device).unsqueeze(0).expand(K, -1, -1), temperature)[replica].cpu()
         ix = torch.multinomial(probs, 1, generator=g).squeeze(1)
         ix = torch.where(alive, ix, torch.zeros_like(ix))
         out[:, t] = ix
         alive &= ix != 0
         if not alive.any():
             break
-        ctx = torch.cat([ctx[:, 1:], ix.unsqueeze(1)], 1)
+        seq = torch.cat([seq, ix.unsqueeze(1)], 1)
     return [prefix + vocab.decode(row.tolist()) for row in out]
 
 

@@ -98,6 +98,7 @@ class Progress:
     step: int = 0
     seconds: float = 0.0  # time spent in training steps (not evaluation)
     batch_rng: torch.Tensor | None = None  # state of the batch generator at `step`
+    torch_rng: torch.Tensor | None = None  # state of torch's global generator at `step` (dropout draws from it)
     losses: list[torch.Tensor] = field(default_factory=list)  # per segment (S, K) minibatch losses
     evals: list[dict] = field(default_factory=list)  # {"step", "train": [K], "dev": [K]}
     initial_loss: float | None = None  # the first step's minibatch loss (worst replica), for the runaway bound
@@ -112,6 +113,7 @@ class Progress:
             "step": self.step,
             "seconds": self.seconds,
             "batch_rng": self.batch_rng,
+            "torch_rng": self.torch_rng,
             "losses": list(self.losses),
             "evals": list(self.evals),
             "initial_loss": self.initial_loss,
@@ -123,6 +125,7 @@ class Progress:
         return cls(
             **{k: state[k] for k in ("step", "seconds", "batch_rng", "losses", "evals")},
             initial_loss=state.get("initial_loss"),
+            torch_rng=state.get("torch_rng"),
             optimizer=state.get("optimizer"),
         )
 
@@ -203,6 +206,16 @@ def fit(model, engine, data: Dataset, loop: Loop, hooks: Hooks | None = None, pr
     return progress
 
 
+def _global_rng(state: torch.Tensor | None = None, seed: int | None = None) -> torch.Tensor:
+    """Restore (a state given) or seed torch's global generator; returns its CPU state. manual_seed seeds the
+    accelerators' too; only the CPU's state is kept, so dropout resumes bit for bit on the CPU."""
+    if state is not None:
+        torch.set_rng_state(state)
+    elif seed is not None:
+        torch.manual_seed(seed)
+    return torch.get_rng_state()
+
+
 def _train(engine, data: Dataset, loop: Loop, hooks: Hooks, progress: Progress) -> None:
     """The segments of engine steps from progress.step to loop.steps, with their evaluations and checkpoints."""
     model = engine.model
@@ -216,6 +229,8 @@ def _train(engine, data: Dataset, loop: Loop, hooks: Hooks, progress: Progress) 
     gen = torch.Generator().manual_seed(loop.seed)
     if progress.batch_rng is not None:
         gen.set_state(progress.batch_rng)
+    # dropout draws from torch's global generator: seeded at the start, restored on resume, so both repeat
+    _global_rng(progress.torch_rng, loop.seed)
     while progress.step < steps:
         start = progress.step
         end = min(steps, *(start // every * every + every for every in (CHUNK, eval_every, checkpoint_every)))
@@ -227,11 +242,11 @@ def _train(engine, data: Dataset, loop: Loop, hooks: Hooks, progress: Progress) 
             rows, targets = engine.batches(Xtr, Ytr, torch.arange(n_train, device=dev).expand(1, K, N))
             rows, targets = rows * S, targets * S
         lrs = [loop.schedule(s) for s in range(start, end)]
-        picked = torch.empty(S, *targets[0].shape, device=dev)  # log p(target) per step and example
+        picked = torch.empty(S, *engine.slot, device=dev)  # log p(target) per step (and example)
         t0 = time.perf_counter()
         for r, y, lr, out in zip(rows, targets, lrs, picked.unbind(0)):
             engine.step(r, y, lr, out)
-        losses = -picked.view(S, K, N).mean(2).cpu()  # the segment's one host sync
+        losses = -picked.view(S, K, -1).mean(2).cpu()  # the segment's one host sync
         progress.seconds += time.perf_counter() - t0
         bad = ~torch.isfinite(losses)
         if bad.any():
@@ -242,6 +257,7 @@ def _train(engine, data: Dataset, loop: Loop, hooks: Hooks, progress: Progress) 
         check_runaway(losses, start, lrs, divergence_bound(progress.initial_loss, V))
         progress.step = end
         progress.batch_rng = gen.get_state()
+        progress.torch_rng = _global_rng()
         progress.optimizer = engine.state() if end % checkpoint_every == 0 or end == steps else None
         progress.losses.append(losses)
         hooks.on_segment(start, losses, lrs, progress)

@@ -75,6 +75,15 @@ def metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+# each family small: overrides for CLI runs
+FAMILIES = {
+    "wavenet": ("model=wavenet", "model.block_size=4", "model.emb=4", "model.hidden=8"),
+    "rnn": ("model=rnn", "model.emb=4", "model.hidden=8"),
+    "gru": ("model=gru", "model.emb=4", "model.hidden=8"),
+    "bow": ("model=bow", "model.emb=4", "model.hidden=8"),
+    "transformer": ("model=transformer", "model.emb=8", "model.n_layer=2", "model.n_head=2", "model.dropout=0.1"),
+}
+
 # small, fast settings for CLI runs: a tiny model on the small word file
 QUICK = (
     "model.hidden=16",

@@ -41,6 +41,12 @@ def test_defaults_are_the_contract():
     "overrides, key, expected",
     [
         (["model=bigram"], "model.kind", "bigram"),
+        (["model=wavenet"], "model.block_size", 8),
+        (["model=rnn"], "model.kind", "rnn"),
+        (["model=gru"], "model.kind", "gru"),
+        (["model=bow"], "model.hidden", 64),
+        (["model=transformer"], "model.n_head", 4),
+        (["model=transformer", "model.dropout=0.1"], "model.dropout", 0.1),
         (["schedule=cosine"], "schedule.name", "cosine"),
         (["optimizer=adamw"], "optimizer.betas", [0.9, 0.99]),
         (["optimizer=sgd", "optimizer.momentum=0.9"], "optimizer.momentum", 0.9),
@@ -146,11 +152,15 @@ def test_grid_preset_is_a_multirun():
         "model.norm=group",
         "device=tpu",
         "schedule.lrs=0.1",
+        "model=transformer model.hidden=64",  # a key of another family
+        "model=rnn model.n_layer=2",
+        "model=wavenet model.layers=2",
+        "model=transformer model.n_head=two",
     ],
 )
 def test_typos_and_types_fail_at_composition(override):
     with pytest.raises(ConfigCompositionException):
-        compose_cfg(override)
+        compose_cfg(*override.split())
 
 
 @pytest.mark.parametrize(
@@ -179,6 +189,13 @@ def test_typos_and_types_fail_at_composition(override):
         (["optimizer=adamw", "optimizer.betas=[0.9,1.0]"], "optimizer.betas"),
         (["optimizer=adamw", "optimizer.eps=0"], "optimizer.eps"),
         (["model.layers=0"], "model.layers"),
+        (["model=wavenet", "model.block_size=6"], "model.block_size must be a power of 2"),
+        (["model=bigram", "model.block_size=2"], "model.block_size must be 1"),
+        (["model=transformer", "model.emb=30"], r"model.emb \(30\) must be a multiple of model.n_head \(4\)"),
+        (["model=transformer", "model.dropout=1.0"], "model.dropout"),
+        (["model=transformer", "model.n_layer=0"], "model.n_layer"),
+        (["model=gru", "model.hidden=0"], "model.hidden"),
+        (["model=rnn", "model.kind=transformer"], "model.kind must be rnn, gru"),
         (["model=bigram", "model.block_size=3"], "model.block_size"),
     ],
 )

@@ -55,10 +55,10 @@ def drive(engine, ix: torch.Tensor, lr) -> torch.Tensor:
     X, Y = build_dataset(WORDS, VOCAB, 3)
     S, K, N = ix.shape
     rows, targets = engine.batches(X, Y, ix)
-    picked = torch.empty(S, *targets[0].shape)
+    picked = torch.empty(S, *engine.slot)
     for i in range(S):
         engine.step(rows[i], targets[i], lr(i), picked[i])
-    return -picked.view(S, K, N).mean(2)
+    return -picked.view(S, K, -1).mean(2)
 
 
 def run_engines(norm, K, opt, steps, direct=False, precision="fp32", hidden=24, emb=6, N=32):

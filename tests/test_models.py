@@ -174,3 +174,107 @@ def test_bigram_equals_direct_counts():
     again = Bigram(len(vocab))
     again.load_state_dict(m.state_dict())
     assert torch.equal(again.evaluate(X, Y), m.evaluate(X, Y))  # the probabilities come back from the counts
+
+
+# -- the families ---------------------------------------------------------------------------------------------------
+
+FAMILY_CONFIGS = {  # small versions of each family's config
+    "mlp": {"kind": "mlp", "block_size": 3, "emb": 4, "hidden": 8, "init": "scaled", "norm": "batch", "layers": 2},
+    "wavenet": {"kind": "wavenet", "block_size": 4, "emb": 4, "hidden": 8, "init": "scaled", "norm": "batch"},
+    "rnn": {"kind": "rnn", "block_size": 6, "emb": 4, "hidden": 8},
+    "gru": {"kind": "gru", "block_size": 6, "emb": 4, "hidden": 8},
+    "bow": {"kind": "bow", "block_size": 6, "emb": 4, "hidden": 8},
+    "transformer": {"kind": "transformer", "block_size": 6, "emb": 8, "n_layer": 2, "n_head": 2, "dropout": 0.0},
+}
+NAMES = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn"]
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "bow", "transformer"])
+def test_a_sequence_models_rows_score_each_target_as_its_prefix_does(kind):
+    """Evaluating the rows (one forward per row, every position at once; a word longer than the row adds sliding
+    rows) gives each target the probability the model gives it from the word's prefix alone, as sampling asks:
+    the models are causal and the rows' targets line up with the contexts' (data.build_sequences)."""
+    from makemore.data import build_sequences
+
+    vocab = Vocab.from_words(NAMES)
+    m = models.build(FAMILY_CONFIGS[kind], len(vocab), seed=3)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    X, Y = build_sequences(NAMES, vocab, 6)  # "isabella" and "charlotte" need more than one row
+    nll, n = 0.0, 0
+    for w in NAMES:
+        tokens = [0, *vocab.encode(w), 0]
+        for t in range(1, len(tokens)):
+            p = m.next_char_probs(torch.tensor(tokens[:t]).view(1, 1, -1))[0, 0, tokens[t]]
+            nll, n = nll - math.log(p), n + 1
+    assert n == len(build_dataset(NAMES, vocab, 3)[1]) == int((Y >= 0).sum())
+    assert m.evaluate(X, Y).item() == pytest.approx(nll / n, rel=1e-5)
+
+
+def part5_wavenet(m: MLP, X: torch.Tensor, train: bool) -> torch.Tensor:
+    """makemore part 5's layers, written out: Embedding, FlattenConsecutive(2), Linear(bias=False), BatchNorm1d
+    over (batch, time), Tanh, level after level, then the output Linear; one replica."""
+    x = m.C[0][X[0]]  # (N, T, E)
+    for i in range(1, m.layers + 1):
+        N, T, C = x.shape
+        x = x.reshape(N, T // 2, 2 * C)
+        if x.shape[1] == 1:
+            x = x.squeeze(1)
+        h = x @ getattr(m, f"W{i}")[0]
+        dims = (0, 1) if h.dim() == 3 else 0
+        if train:
+            mean, var = h.mean(dims, keepdim=True), h.var(dims, keepdim=True, unbiased=False)
+        else:
+            mean, var = getattr(m, f"running_mean{i}")[0], getattr(m, f"running_var{i}")[0]
+        x = torch.tanh((h - mean) / torch.sqrt(var + 1e-5) * getattr(m, f"gain{i}")[0] + getattr(m, f"shift{i}")[0])
+    return (x @ m.Wout[0] + m.bout[0]).unsqueeze(0)
+
+
+def test_wavenet_is_makemore_part_5s_model():
+    from makemore.models import WaveNet
+
+    part5 = WaveNet(27)  # block 8, emb 24, hidden 128, batch norm: the lecture's final model
+    assert part5.layers == 3 and part5.num_params() == 76579  # the lecture's count: no bias before a batch norm
+    m = WaveNet(11, block_size=8, emb=3, hidden=5, seed=1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        X = torch.randint(0, 11, (1, 20, 8))
+        torch.testing.assert_close(m.forward(X, train=False), part5_wavenet(m, X, False), rtol=1e-4, atol=1e-5)
+        expected = part5_wavenet(m, X, True)
+        torch.testing.assert_close(m.forward(X, train=True), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="power of 2"):
+        WaveNet(27, block_size=6)
+
+
+@pytest.mark.parametrize("kind", list(FAMILY_CONFIGS))
+def test_replica_k_of_every_family_is_the_model_seeded_seed_plus_k(kind):
+    many = models.build(FAMILY_CONFIGS[kind], 27, seed=5, replicas=3)
+    for k in (0, 2):
+        one = models.build(FAMILY_CONFIGS[kind], 27, seed=5 + k)
+        X = torch.randint(0, 27, (1, 7, FAMILY_CONFIGS[kind]["block_size"]))
+        with torch.no_grad():
+            torch.testing.assert_close(many.forward(X.expand(3, -1, -1))[k], one.forward(X)[0])
+    assert many.num_params() == one.num_params()
+
+
+@pytest.mark.parametrize("kind", list(FAMILY_CONFIGS))
+def test_every_family_trains_on_the_autograd_engine_and_samples(kind, words_file):
+    from makemore.data import load
+    from makemore.sample import generate
+
+    conf = FAMILY_CONFIGS[kind]
+    data = load(str(words_file), [0.8, 0.1, 0.1], 42, conf["block_size"], layout=models.inputs(kind))
+    assert data.examples() == load(str(words_file), [0.8, 0.1, 0.1], 42, 3).examples()  # the same targets
+    model = models.build(conf, len(data.vocab), replicas=2)
+    before = model.evaluate(data.X["train"], data.Y["train"])
+    engine = engines.make("autograd", model, 32, ADAMW)
+    loop = Loop(steps=300, batch_size=32, schedule=step_schedule([0.01], []), seed=1, eval_every=300,
+                checkpoint_every=300)  # fmt: skip
+    progress = fit(model, engine, data, loop)
+    after = torch.tensor(progress.evals[-1]["train"])
+    assert torch.all(after < before - 0.3), (before, after)
+    words = generate(model, data.vocab, 8, seed=1, prefix="ma")
+    assert len(words) == 8 and all(w.startswith("ma") for w in words)
+    assert generate(model, data.vocab, 8, seed=1, prefix="ma") == words  # the sampling seed decides

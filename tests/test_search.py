@@ -701,3 +701,23 @@ def test_the_widened_search_runs_its_conditional_keys_as_overrides(tmp_path, wor
     assert "schedule.lr" in best and not any("|" in k for k in best)
     study = optuna.load_study(study_name="mlp_wider", storage=search.open_storage(str(sweep / search.JOURNAL)))
     assert any(" | optimizer=" in name for t in study.trials for name in t.params)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["mlp", "wavenet", "rnn", "gru", "bow", "transformer"])
+def test_every_family_runs_in_a_two_trial_search(tmp_path, words_file, family):
+    """hparams_search=families with the family fixed on the command line: its conditional keys join the space,
+    the other families' are never sampled."""
+    sweep = tmp_path / "search"
+    args = ["hparams_search=families", f"model={family}", "train.steps=40", "train.eval_every=20", "samples=0"]
+    args += [f"data.path={words_file}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2", "hydra/launcher=basic"]
+    args += ["hydra.sweeper.min_resource=20", "hydra.sweeper.sampler.n_startup_trials=2"]
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = _jobs(sweep)
+    assert len(jobs) == 2
+    for job in jobs.values():
+        cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        assert cfg["model"]["kind"] == family and metrics(job)["status"] in ("ok", "pruned")
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_params"]
+    assert "model" not in best and "schedule.lr" in best

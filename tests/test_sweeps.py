@@ -3,6 +3,7 @@ Optuna, submitit_local."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import metrics, run_cli, run_module
+from conftest import events, metrics, run_cli, run_module
 
 from makemore.device import cores
 
@@ -206,3 +207,28 @@ def test_submitit_local_launcher(tmp_path, words_file):
     (sweep,) = sweep_dirs(tmp_path)
     assert len(list(sweep.rglob("metrics.json"))) == 2 and len(md_rows(sweep)) == 2
     assert (sweep / ".submitit").is_dir()
+
+
+def test_every_family_runs_in_a_grid_and_tensorboard_lists_them_all(tmp_path, words_file):
+    """One sweep over the families, two seeds each: every job trains, samples and records the same targets; the
+    results table and TensorBoard's HParams cover them all, each family's keys beside the others' (null)."""
+    kinds = ("wavenet", "rnn", "gru", "bow", "transformer")
+    r = run_cli("-m", f"model={','.join(kinds)}", "seed=1,2", "model.emb=8", "optimizer=adamw",
+                "schedule.lrs=[0.003]", "schedule.milestones=[]", *TINY[1:], f"data.path={words_file}",
+                cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    jobs = sorted(p.parent for p in sweep.rglob("metrics.json"))
+    assert len(jobs) == 10 and len(md_rows(sweep)) == 10
+    records = [metrics(j) for j in jobs]
+    assert all(m["status"] == "ok" and m["dev_loss"] < 3.3 for m in records)
+    assert len({json.dumps(m["examples"], sort_keys=True) for m in records}) == 1  # the same targets everywhere
+    assert all(len((j / "samples.txt").read_text().splitlines()) == 2 for j in jobs)
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    acc = events(jobs[0])
+    info = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG]
+    )
+    hp = info.session_start_info.hparams
+    assert {"model.kind", "model.n_layer", "model.hidden", "model.dropout"} <= set(hp)

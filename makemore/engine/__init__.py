@@ -1,7 +1,8 @@
 """Two engines behind one small interface, which train.fit drives knowing no engine internals:
 
     engine.batches(X, Y, ix)              per-step arguments for S steps from batch indices ix (S, K, N)
-    engine.step(x, y, lr, picked)         one training step; log p(target) of each example into `picked`
+    engine.step(x, y, lr, picked)         one training step; log p(target) into `picked`, a tensor of shape
+                                          engine.slot (K, ...): per example, or a mean; the loop averages it
     engine.state() / load_state(state)    the optimizer's state, for checkpoints (plain tensors and builtins)
 
 fast (fast/): the hand-derived step on the MLP's parameters, for the models it supports (fast.unsupported);

@@ -11,6 +11,7 @@ import copy
 import torch
 
 from ..device import PRECISIONS
+from ..models.base import IGNORE
 from . import optim
 
 
@@ -23,17 +24,28 @@ class AutogradEngine:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.autocast = PRECISIONS[precision] == torch.bfloat16
+        self.rows = model.inputs == "sequence"
+        # a step's slot: log p of each example's target, or of a sequence batch its mean over the targets it has
+        self.slot = (model.replicas, 1 if self.rows else batch_size)
 
     def batches(self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor):
-        """Contexts (K, N, block_size) and targets (K, N) of each step."""
+        """Inputs (K, N, ...) and targets (K, N, ...) of each step."""
         return X[ix].unbind(0), Y[ix].unbind(0)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, picked: torch.Tensor) -> None:
         with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self.model.forward(x, train=True)
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, N)
-        picked.copy_(logp.detach())
-        loss = -logp.mean(1).sum()  # replicas are independent: each gets its own mean's gradient
+        logp = torch.log_softmax(logits.float(), -1)
+        if self.rows:  # (K, N, T) targets, IGNORE where a row has none: each replica's mean over the others
+            mask = y != IGNORE
+            lp = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+            mean = lp.sum((1, 2)) / mask.sum((1, 2)).clamp(min=1)
+            picked.copy_(mean.detach().unsqueeze(1))
+        else:
+            lp = logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, N)
+            picked.copy_(lp.detach())
+            mean = lp.mean(1)
+        loss = -mean.sum()  # replicas are independent: each gets its own mean's gradient
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         optim.set_lr(self.opt, lr)

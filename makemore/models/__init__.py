@@ -2,49 +2,50 @@
 
 What the loop, evaluation, sampling, lr_find and checkpoints use of a model is `LanguageModel` (base.py):
 forward, loss, evaluate, next_char_probs, num_params, step_macs, state_dict / load_state_dict, and the
-attributes vocab_size, block_size, replicas, trainable and device. A new family is one module here with a
-LanguageModel subclass, an entry in FAMILIES, and a config dataclass in config.py (the README's "Developing
-and extending" walks through it).
+attributes kind, inputs, vocab_size, block_size, replicas, trainable and device. A new family is one module here
+with a LanguageModel subclass, an entry in FAMILIES, and a config dataclass in config.py (the README's
+"Developing and extending" walks through it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
 from typing import Any
 
 from .base import LanguageModel
 from .bigram import Bigram
+from .bow import BoW
 from .mlp import MLP
+from .rnn import RNN
+from .transformer import Transformer
+from .wavenet import WaveNet
+
+# model.kind -> its class; the constructor's keyword arguments are the config's keys (config.MODEL_CONFIGS)
+FAMILIES: dict[str, type[LanguageModel]] = {
+    "bigram": Bigram,
+    "mlp": MLP,
+    "wavenet": WaveNet,
+    "rnn": RNN,
+    "gru": RNN,
+    "bow": BoW,
+    "transformer": Transformer,
+}
 
 
-def _mlp(m: dict[str, Any], vocab_size: int, seed: int, replicas: int, device) -> MLP:
-    return MLP(
-        vocab_size,
-        m["block_size"],
-        m["emb"],
-        m["hidden"],
-        layers=m.get("layers", 1),
-        norm=m["norm"],
-        direct=m.get("direct", False),
-        replicas=replicas,
-        init=m["init"],
-        seed=seed,
-        device=device,
-    )
-
-
-def _bigram(m: dict[str, Any], vocab_size: int, seed: int, replicas: int, device) -> Bigram:
-    return Bigram(vocab_size, device=device)
-
-
-# model.kind -> builder(model config as a dict, vocabulary size, seed, replicas, device)
-FAMILIES: dict[str, Callable[..., LanguageModel]] = {"mlp": _mlp, "bigram": _bigram}
+def inputs(kind: str) -> str:
+    """The examples a family reads (data.LAYOUTS): "context" (the last block_size characters) or "sequence"."""
+    return FAMILIES[kind].inputs
 
 
 def build(m: dict[str, Any], vocab_size: int, *, seed: int = 2147483647, replicas: int = 1, device="cpu"):
-    """The model of a run from its `model` config (a dict): replica k is drawn from seed + k (replica 0 is the
-    lecture's); a counted model (the bigram) has one replica."""
-    return FAMILIES[m["kind"]](m, vocab_size, seed, replicas, device)
+    """The model of a run from its `model` config (a dict): replica k is drawn from seed + k (replica 0 of the MLP
+    is the lecture's); a counted model (the bigram) has one replica."""
+    cls = FAMILIES[m["kind"]]
+    accepted = inspect.signature(cls).parameters
+    kwargs = {k: v for k, v in m.items() if k in accepted}  # an old checkpoint's config may hold more keys
+    if "cell" in accepted:
+        kwargs["cell"] = m["kind"]
+    return cls(vocab_size, **kwargs, replicas=replicas, seed=seed, device=device)
 
 
 def from_checkpoint(state: dict, device="cpu"):
@@ -58,4 +59,4 @@ def from_checkpoint(state: dict, device="cpu"):
     return model, vocab
 
 
-__all__ = ["FAMILIES", "LanguageModel", "MLP", "Bigram", "build", "from_checkpoint"]
+__all__ = ["FAMILIES", "LanguageModel", "MLP", "WaveNet", "RNN", "BoW", "Transformer", "Bigram", "build"]

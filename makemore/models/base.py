@@ -1,8 +1,12 @@
 """What the loop, evaluation, sampling, lr_find and checkpoints need of a model, and the shared defaults.
 
-A model maps contexts X (K, N, block_size) of character indices to logits (K, N, vocab) for K independent
-replicas (K = 1 for a plain run). `LanguageModel` is the nn.Module base class giving every family the same
-evaluation, sampling probabilities and parameter count from its `forward`."""
+A model maps its inputs X (K, N, ...) to logits (K, N, ..., vocab) for K independent replicas (K = 1 for a plain
+run). Its `inputs` say which (data.LAYOUTS): "context" models read the last block_size characters before each
+target, X (K, N, block_size) -> logits (K, N, vocab); "sequence" models read rows of tokens from a word's start
+and predict every position, X (K, N, T) -> logits (K, N, T, vocab), with target -1 where there is none. Either
+way evaluation scores the same targets: every character and the end mark of every word of a split.
+`LanguageModel` is the nn.Module base class giving every family the same evaluation, sampling probabilities and
+parameter count from its `forward`."""
 
 from __future__ import annotations
 
@@ -20,18 +24,23 @@ def chunks(X: torch.Tensor, Y: torch.Tensor, replicas: int, device, chunk: int =
         yield X[i : i + chunk].to(device), Y[i : i + chunk].to(device)
 
 
+IGNORE = -1  # the target of a sequence row's position that has none
+
+
 def summed_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Each replica's summed cross-entropy of logits (K, n, V) against targets y (n,) shared by the replicas, in
-    float64 on the CPU (MPS has no float64): one chunk of an evaluation."""
-    K, n, V = logits.shape
-    ce = F.cross_entropy(logits.reshape(-1, V), y.repeat(K), reduction="none")
-    return ce.view(K, n).sum(1).cpu().double()
+    """Each replica's summed cross-entropy of logits (K, n, ..., V) against targets y (n, ...) shared by the
+    replicas (IGNORE-d ones left out), in float64 on the CPU (MPS has no float64): one chunk of an evaluation."""
+    K, V = logits.shape[0], logits.shape[-1]
+    ce = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1).repeat(K), reduction="none", ignore_index=IGNORE)
+    return ce.view(K, -1).sum(1).cpu().double()
 
 
 def replica_losses(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """Per-replica mean cross-entropy of logits (K, N, V) against Y (K, N): shape (K,)."""
-    K, N, V = logits.shape
-    return F.cross_entropy(logits.reshape(K * N, V), Y.reshape(K * N), reduction="none").view(K, N).mean(1)
+    """Per-replica mean cross-entropy of logits (K, N, ..., V) against Y (K, N, ...) over the targets that are not
+    IGNORE-d: shape (K,)."""
+    K, V = logits.shape[0], logits.shape[-1]
+    ce = F.cross_entropy(logits.reshape(-1, V), Y.reshape(-1), reduction="none", ignore_index=IGNORE).view(K, -1)
+    return ce.sum(1) / (Y.reshape(K, -1) != IGNORE).sum(1).clamp(min=1)
 
 
 class LanguageModel(torch.nn.Module):
@@ -39,6 +48,7 @@ class LanguageModel(torch.nn.Module):
     `trainable = False` marks a model that is counted (`fit(X, Y)`) instead of trained by steps."""
 
     kind: str  # its model.kind
+    inputs = "context"  # or "sequence" (the module docstring)
     trainable = True
     vocab_size: int
     block_size: int
@@ -67,16 +77,24 @@ class LanguageModel(torch.nn.Module):
 
     @torch.no_grad()
     def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
-        """Mean loss of each replica over all of (X, Y) (shared by the replicas), in chunks summed in float64."""
+        """Mean loss of each replica over every target of (X, Y) (shared by the replicas), in chunks summed in
+        float64."""
         total = torch.zeros(self.replicas, dtype=torch.float64)
+        if self.inputs == "sequence":  # a row holds up to block_size targets
+            chunk = max(1, chunk // X.shape[1])
         for x, y in chunks(X, Y, self.replicas, self.device, chunk):
-            total += summed_losses(self.forward(x.unsqueeze(0).expand(self.replicas, len(x), -1)), y)
-        return (total / max(X.shape[0], 1)).float()
+            total += summed_losses(self.forward(x.unsqueeze(0).expand(self.replicas, *x.shape)), y)
+        return (total / max(int((Y != IGNORE).sum()), 1)).float()
 
     @torch.no_grad()
-    def next_char_probs(self, context: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """context (K, N, block_size) -> probabilities (K, N, vocab) of the next character, for sampling."""
-        return torch.softmax(self.forward(context) / temperature, dim=-1)
+    def next_char_probs(self, prefix: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """prefix (K, N, t): the tokens so far from the start token (the boundary, 0) on -> probabilities (K, N,
+        vocab) of the next character, for sampling. A context model reads the last block_size of them, the
+        boundary repeated before the word as in its training contexts."""
+        K, N, t = prefix.shape
+        if t < self.block_size:
+            prefix = torch.cat([prefix.new_zeros(K, N, self.block_size - t), prefix], -1)
+        return torch.softmax(self.forward(prefix[..., -self.block_size :]) / temperature, dim=-1)
 
     def state_dict(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         """Plain CPU copies (a checkpoint must not alias a training buffer)."""

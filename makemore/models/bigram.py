@@ -13,7 +13,8 @@ class Bigram(LanguageModel):
     kind = "bigram"
     trainable = False  # counted by fit(), not trained by steps
 
-    def __init__(self, vocab_size: int, device: torch.device | str = "cpu"):
+    def __init__(self, vocab_size: int, block_size: int = 1, *, replicas: int = 1, seed: int = 0, device="cpu"):
+        """One replica whatever `replicas` (counting draws nothing at random); block_size is 1."""
         super().__init__()
         self.vocab_size, self.block_size, self.replicas = vocab_size, 1, 1
         self.register_buffer("counts", torch.zeros(vocab_size, vocab_size, device=device))

@@ -10,7 +10,9 @@ embedding table are 3-D, biases and norm parameters 2-D (the optimizers decay on
 drawn from its own generator, seeded seed + k, in the lecture's order: C, then each layer's W and b, then Wout,
 bout; so with one layer and seed 2147483647 the parameters are the lecture's, bit for bit.
 
-The fast engine (engine/fast/) trains this module's parameters in place, as views into its one flat buffer.
+Each layer merges `merges[l]` consecutive positions of its input into one row: the MLP's first layer merges the
+whole context (its later layers merge 1), WaveNet (wavenet.py) merges two at every level. The fast engine
+(engine/fast/) trains this module's parameters in place, as views into its one flat buffer.
 """
 
 from __future__ import annotations
@@ -46,15 +48,17 @@ class MLP(LanguageModel):
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
         self.replicas, self.norm, self.layers, self.direct = replicas, norm, layers, direct
-        K, V, E, H, BE = replicas, vocab_size, emb, hidden, block_size * emb
+        self.merges = self.layer_merges()
+        K, V, E, H = replicas, vocab_size, emb, hidden
 
         def param(*shape, fill=0.0):
             return torch.nn.Parameter(torch.full(shape, fill, device=device))
 
         self.C = param(K, V, E)
-        for i in range(1, layers + 1):
-            setattr(self, f"W{i}", param(K, BE if i == 1 else H, H))
-            setattr(self, f"b{i}", param(K, H))
+        for i, fan_in in enumerate(self.fan_ins(), 1):
+            setattr(self, f"W{i}", param(K, fan_in, H))
+            if self.bias:
+                setattr(self, f"b{i}", param(K, H))
             if norm != "none":
                 setattr(self, f"gain{i}", param(K, H, fill=1.0))
                 setattr(self, f"shift{i}", param(K, H))
@@ -63,31 +67,46 @@ class MLP(LanguageModel):
                 self.register_buffer(f"running_var{i}", torch.ones(K, H, device=device))
         self.Wout, self.bout = param(K, H, V), param(K, V)
         if direct:
-            self.D = param(K, BE, V)
+            self.D = param(K, block_size * E, V)
         self.init_(init, [seed + k for k in range(replicas)])
+
+    bias = True  # each layer's bias (WaveNet has none before a batch norm, as makemore part 5)
+
+    def layer_merges(self) -> list[int]:
+        """How many consecutive positions each layer merges into one row: the whole context, then one."""
+        return [self.block_size] + [1] * (self.layers - 1)
+
+    def fan_ins(self) -> list[int]:
+        widths = [self.emb] + [self.hidden] * (self.layers - 1)
+        return [m * w for m, w in zip(self.merges, widths)]
 
     @torch.no_grad()
     def init_(self, recipe: str, seeds: list[int]) -> MLP:
         """Replica k from seeds[k] (module docstring); D starts at zero, so the direct connections begin as the
         plain model and learn what they add; gains start at one, shifts at zero."""
-        BE, H, V = self.block_size * self.emb, self.hidden, self.vocab_size
+        H, V = self.hidden, self.vocab_size
         for k, seed in enumerate(seeds):
             g = torch.Generator().manual_seed(int(seed))
             self.C[k].copy_(torch.randn(V, self.emb, generator=g))
-            for i in range(1, self.layers + 1):
-                W, b = draw_linear(BE if i == 1 else H, H, recipe, g)
+            for i, fan_in in enumerate(self.fan_ins(), 1):
+                W, b = draw_linear(fan_in, H, recipe, g)
                 getattr(self, f"W{i}")[k].copy_(W)
-                getattr(self, f"b{i}")[k].copy_(b)
+                if self.bias:
+                    getattr(self, f"b{i}")[k].copy_(b)
             W, b = draw_linear(H, V, recipe, g, output=True)
             self.Wout[k].copy_(W)
             self.bout[k].copy_(b)
         return self
 
     def step_macs(self, batch: int) -> int:
-        """3 products (forward, two backward) per layer."""
-        BE, H, V = self.block_size * self.emb, self.hidden, self.vocab_size
-        per_example = BE * H + (self.layers - 1) * H * H + H * V + (BE * V if self.direct else 0)
-        return self.replicas * batch * per_example * 3
+        """3 products (forward, two backward) per layer, each over its rows."""
+        BE, H, V, B = self.block_size * self.emb, self.hidden, self.vocab_size, self.block_size
+        rows, macs = B, 0
+        for merge, fan_in in zip(self.merges, self.fan_ins()):
+            rows //= merge
+            macs += rows * fan_in * H
+        macs += H * V + (BE * V if self.direct else 0)
+        return self.replicas * batch * macs * 3
 
     def running(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Layer i's batch-norm running mean and variance (None without batch norm)."""
@@ -99,22 +118,18 @@ class MLP(LanguageModel):
         """X: (K, N, block_size) -> logits (K, N, vocab). With batch norm, train=True normalizes by (and updates
         the running statistics from) the batch's statistics; train=False by the running ones."""
         K, N, B = X.shape
-        emb = embed(self.C, X).view(K, N, B * self.emb)
-        x = emb
-        for i in range(1, self.layers + 1):
-            b = getattr(self, f"b{i}")
+        x = embed(self.C, X)  # (K, N, B, E): one row per position
+        emb = x.view(K, N, B * self.emb)
+        x = x.view(K, N * B, self.emb)
+        for i, merge in enumerate(self.merges, 1):
+            x = x.reshape(K, x.shape[1] // merge, merge * x.shape[2])  # consecutive positions side by side
+            b = getattr(self, f"b{i}", None)
             # batch norm subtracts the batch mean, so a bias before it has gradient exactly 0 (float noise in
             # practice, which Adam would scale up to steps of lr): it is held fixed
-            hpre = linear(x, getattr(self, f"W{i}"), b.detach() if self.norm == "batch" else b)
+            hpre = linear(x, getattr(self, f"W{i}"), b.detach() if b is not None and self.norm == "batch" else b)
             if self.norm != "none":  # in fp32 also under bf16 autocast: batch statistics and running averages
-                hpre = normalize(
-                    hpre.float(),
-                    self.norm,
-                    getattr(self, f"gain{i}"),
-                    getattr(self, f"shift{i}"),
-                    self.running(i),
-                    train,
-                )
+                gain, shift = getattr(self, f"gain{i}"), getattr(self, f"shift{i}")
+                hpre = normalize(hpre.float(), self.norm, gain, shift, self.running(i), train)
             x = tanh(hpre)
         logits = linear(x, self.Wout, self.bout)
         return linear(emb, self.D, acc=logits) if self.direct else logits

@@ -47,6 +47,10 @@ class SequenceModel(LanguageModel):
         logits = self.forward(prefix[..., -self.block_size :])[..., -1, :]
         return torch.softmax(logits / temperature, dim=-1)
 
+    def num_params(self) -> int:
+        """Parameters of one replica."""
+        return sum(p.numel() for p in self.nets[0].parameters())
+
     def step_macs(self, batch: int) -> int:
         """About 3 multiply-adds per parameter and token (forward, two backward), per replica."""
         per_token = sum(p.numel() for p in self.nets[0].parameters())

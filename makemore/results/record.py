@@ -142,7 +142,7 @@ def finish(out: Path, setup, progress: Progress, tb, status: str = "ok", error: 
         write_samples(out, model, data, conf["samples"], conf["seed"] + 10, progress.step, tb)
         if model.trainable and progress.step > 0:  # an untrained model has no curve and a random map
             draw_plots(model, data.vocab, progress, out, tb)
-            if not conf["train"]["batch_size"]:  # full batch: the lecture's overfit check
+            if not conf["train"]["batch_size"] and data.layout == "context":  # full batch: the overfit check
                 m["fit"] = fit_check.fit_report(model, data)
         log.info(
             "train %.4f  dev %.4f%s  (%d steps, %.1f s of training steps, %.0f steps/s)",

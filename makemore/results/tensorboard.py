@@ -50,12 +50,12 @@ LAYOUT = {
 
 
 def run_hparams(conf: dict) -> dict[str, object]:
-    """The HParams record of a run: every knob, flat, and every schedule key whatever the schedule
-    (null where it does not apply), so runs with different schedules share one set of columns."""
-    from ..config import optimizer_keys, schedule_keys
+    """The HParams record of a run: every knob, flat, and every key of every schedule, optimizer and model family
+    (null where it does not apply), so runs with different ones share one set of columns."""
+    from ..config import model_keys, optimizer_keys, schedule_keys
 
     hp = flat_hparams({k: conf[k] for k in ("data", "model", "schedule", "optimizer", "train", "seed") if k in conf})
-    for key in schedule_keys() + optimizer_keys():
+    for key in schedule_keys() + optimizer_keys() + model_keys():
         hp.setdefault(key, "null")
     return hp
 

@@ -16,7 +16,7 @@ from .update import FlatUpdate
 
 def unsupported(model) -> str | None:
     """Why this engine cannot train `model` (the first option it lacks, as `key=value`), or None."""
-    if not isinstance(model, MLP):
+    if not isinstance(model, MLP) or model.kind != "mlp":
         return f"model={model.kind}"
     if model.layers != 1:
         return f"model.layers={model.layers}"
@@ -36,6 +36,12 @@ class FastEngine:
             grad = torch.zeros_like(self.layout.flat)
             self.fast_step = FastStep(self.layout, batch_size, grad=grad, precision=precision)
             self.update = FlatUpdate(optimizer, self.layout.flat, grad, self.layout.decay_mask(), impl)
+
+    @property
+    def slot(self) -> tuple[int, ...]:
+        """A step's slot: log p of each example's target."""
+        K, N = self.model.replicas, self.fast_step.N
+        return (N, 1) if K == 1 else (K, N, 1)
 
     def batches(self, X: torch.Tensor, Y: torch.Tensor, ix: torch.Tensor):
         return self.fast_step.batches(X, Y, ix)
