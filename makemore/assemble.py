@@ -69,8 +69,9 @@ def setup(cfg, jobs: int = 1, data: Dataset | None = None) -> Setup:
     model = models.build(conf["model"], len(data.vocab), seed=cfg.seed, replicas=cfg.train.replicas, device=dev)
     name = engines.resolve(conf["train"]["engine"], model)
     batch = cfg.train.batch_size or data.examples()["train"]
+    t = conf["train"]
     engine = (
-        None if name == "count" else engines.make(name, model, batch, conf["optimizer"], conf["train"]["precision"])
+        None if name == "count" else engines.make(name, model, batch, conf["optimizer"], t["precision"], t["compile"])
     )
     eval_threads = device_mod.threads(cfg.device.threads, jobs)
     train_threads = device_mod.training_threads(cfg.device.threads, eval_threads, model.step_macs(batch))
@@ -88,10 +89,12 @@ def describe(s: Setup, jobs: int = 1) -> None:
     log.info("model: %s, %d parameters%s, device %s", conf["model"]["kind"], model.num_params(), many, s.device)
     if s.engine is not None:
         optimizer = ", ".join(f"{k} {v}" for k, v in conf["optimizer"].items())
+        compiled = ", compiled" if s.engine_name == "autograd" and conf["train"]["compile"] else ""
         log.info(
-            "engine: %s (train.engine=%s), precision %s; optimizer: %s",
+            "engine: %s (train.engine=%s%s), precision %s; optimizer: %s",
             s.engine_name,
             conf["train"]["engine"],
+            compiled,
             conf["train"]["precision"],
             optimizer,
         )

@@ -196,6 +196,7 @@ class TrainConfig:
     replicas: int = 1
     engine: Engine = Engine.auto
     precision: Precision = Precision.fp32
+    compile: bool = False  # torch.compile the autograd engine's forward (docs/performance.md: where it pays)
     log_every: int = 100  # steps per TensorBoard minibatch-loss point
 
 

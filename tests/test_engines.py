@@ -15,8 +15,8 @@ from makemore.config import ConfigError
 from makemore.data import Dataset, Vocab, build_dataset
 from makemore.engine import optim
 from makemore.engine.fast import FastEngine
-from makemore.engine.fast.layout import DECAYED
-from makemore.models import MLP, Bigram
+from makemore.engine.fast.layout import decayed
+from makemore.models import MLP, Bigram, Transformer, WaveNet
 from makemore.schedule import step_schedule
 from makemore.train import Loop, Progress, fit
 
@@ -31,16 +31,25 @@ WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "ame
 VOCAB = Vocab.from_words(WORDS)
 
 
-def grid(names: str, axes: list, fast: set) -> tuple:
-    """The cross product of `axes` as parametrize arguments; combinations outside `fast` are marked slow: the
-    fast tier keeps a few that together cover every value, CI (both tiers) runs them all."""
-    combos = list(itertools.product(*axes))
+def grid(names: str, axes: list, fast: set, drop=lambda combo: False) -> tuple:
+    """The cross product of `axes` (less the combinations `drop` refuses) as parametrize arguments; combinations
+    outside `fast` are marked slow: the fast tier keeps a few that together cover every value, CI (both tiers) runs
+    them all."""
+    combos = [c for c in itertools.product(*axes) if not drop(c)]
     return names, [pytest.param(*c, marks=() if c in fast else pytest.mark.slow) for c in combos]
 
 
-def twins(norm: str, K: int, hidden: int = 24, emb: int = 6, init: str = "scaled", direct: bool = False, **kw):
-    """Two MLPs drawn from the same seeds: one for each engine."""
-    make = lambda: MLP(len(VOCAB), 3, emb, hidden, norm=norm, direct=direct, replicas=K, init=init, seed=7, **kw)  # noqa: E731
+STACKS = ("mlp", "deep", "wavenet")  # what the fast engine trains: one tanh layer, three, WaveNet's levels
+
+
+def twins(norm: str, K: int, hidden=24, emb=6, init="scaled", direct=False, stack="mlp", **kw) -> tuple[MLP, MLP]:
+    """Two models drawn from the same seeds, one for each engine: the MLP (stack "deep": 3 layers) or WaveNet."""
+    if stack == "wavenet":
+        make = lambda: WaveNet(len(VOCAB), 4, emb, hidden, norm=norm, replicas=K, init=init, seed=7)  # noqa: E731
+    else:
+        layers = 3 if stack == "deep" else 1
+        make = lambda: MLP(len(VOCAB), 3, emb, hidden, layers=layers, norm=norm, direct=direct, replicas=K,  # noqa: E731
+                           init=init, seed=7, **kw)  # fmt: skip
     return make(), make()
 
 
@@ -52,7 +61,7 @@ def assert_same(a: MLP, b: MLP, **tol) -> None:
 
 def drive(engine, ix: torch.Tensor, lr) -> torch.Tensor:
     """Steps of `engine` on the batches ix (S, K, N) of WORDS' contexts; the minibatch losses (S, K)."""
-    X, Y = build_dataset(WORDS, VOCAB, 3)
+    X, Y = build_dataset(WORDS, VOCAB, engine.model.block_size)
     S, K, N = ix.shape
     rows, targets = engine.batches(X, Y, ix)
     picked = torch.empty(S, *engine.slot)
@@ -61,13 +70,15 @@ def drive(engine, ix: torch.Tensor, lr) -> torch.Tensor:
     return -picked.view(S, K, -1).mean(2)
 
 
-def run_engines(norm, K, opt, steps, direct=False, precision="fp32", hidden=24, emb=6, N=32):
+def run_engines(norm, K, opt, steps, direct=False, precision="fp32", hidden=24, emb=6, N=32, stack="mlp"):
     """The fast engine (in `precision`) and the fp32 autograd engine from the same parameters on the same batches."""
-    fast, auto = twins(norm, K, hidden=hidden, emb=emb, direct=direct)
+    fast, auto = twins(norm, K, hidden=hidden, emb=emb, direct=direct, stack=stack)
     n = len(build_dataset(WORDS, VOCAB, 3)[1])
     ix = torch.randint(0, n, (steps, K, N), generator=torch.Generator().manual_seed(1))
-    # momentum 0.9 steps ~10x as far as plain SGD: a tenth of its lr keeps both trajectories well-conditioned
-    lrs = [0.05, 0.01] if opt["name"] == "adamw" else [0.02, 0.005] if opt.get("momentum") else [0.2, 0.05]
+    # momentum 0.9 steps ~10x as far as plain SGD: a tenth of its lr keeps both trajectories well-conditioned;
+    # AdamW at lr 0.05 is chaotic on the deeper stacks (a 1e-7 nudge to one autograd run moves it as far as the
+    # other engine does), at 0.01 the engines agree to 1e-6
+    lrs = [0.01, 0.002] if opt["name"] == "adamw" else [0.02, 0.005] if opt.get("momentum") else [0.2, 0.05]
     lr = step_schedule(lrs, [steps // 2])
     fast_engine = engines.make("fast", fast, N, opt, precision)
     auto_engine = engines.make("autograd", auto, N, opt)
@@ -78,13 +89,21 @@ def run_engines(norm, K, opt, steps, direct=False, precision="fp32", hidden=24, 
 # -- one step, and three hundred ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
-@pytest.mark.parametrize("K", [1, 3])
+def mlp_fast(combos: list[tuple]) -> set[tuple]:
+    """The fast tier's share of a grid whose last axis is STACKS: every one-layer MLP combination, and each
+    norm once on the deeper stacks (the CI runs them all)."""
+    mlp = {c for c in combos if c[-1] == "mlp"}
+    return mlp | {c for c in combos if c[-1] != "mlp" and c[0] == combos[0][0] and c[2] == 3 and c[1] != "none"}
+
+
 # wd 1.0 decays by c = 1 - lr wd = 0.7, which the step undoes for the biases by dividing them by c first;
 # wd 1 / 0.3 makes c = 0, where it keeps them aside instead
-@pytest.mark.parametrize("wd", [0.0, 0.01, 1.0, 1 / 0.3])
-def test_one_plain_sgd_step_equals_autograd_with_any_weight_decay(norm, K, wd):
-    fast, auto = twins(norm, K, hidden=7, emb=5)
+AXES = [[0.0, 0.01, 1.0, 1 / 0.3], ["none", "batch", "layer"], [1, 3], STACKS]
+
+
+@pytest.mark.parametrize(*grid("wd, norm, K, stack", AXES, mlp_fast(list(itertools.product(*AXES)))))
+def test_one_plain_sgd_step_equals_autograd_with_any_weight_decay(wd, norm, K, stack):
+    fast, auto = twins(norm, K, hidden=7, emb=5, stack=stack)
     opt = OPTIMIZERS["sgd"] | {"weight_decay": wd}
     ix = torch.randint(0, 100, (1, K, 16), generator=torch.Generator().manual_seed(0))
     a = drive(engines.make("fast", fast, 16, opt), ix, lambda i: 0.3)
@@ -93,40 +112,32 @@ def test_one_plain_sgd_step_equals_autograd_with_any_weight_decay(norm, K, wd):
     assert_same(fast, auto, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("opt", list(OPTIMIZERS))
-@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
-@pytest.mark.parametrize("K", [1, 3])
-def test_one_step_of_the_fast_engine_equals_the_autograd_engine(opt, norm, K):
-    fast, auto, a, b = run_engines(norm, K, OPTIMIZERS[opt], 1)
+AXES2 = [list(OPTIMIZERS), ["none", "batch", "layer"], [1, 3], STACKS]
+
+
+@pytest.mark.parametrize(*grid("opt, norm, K, stack", AXES2, mlp_fast(list(itertools.product(*AXES2)))))
+def test_one_step_of_the_fast_engine_equals_the_autograd_engine(opt, norm, K, stack):
+    fast, auto, a, b = run_engines(norm, K, OPTIMIZERS[opt], 1, stack=stack)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert_same(fast, auto, rtol=1e-5, atol=1e-6)
+    # AdamW's first step is about lr * sign(g): where g is near 0 its float noise moves the update (lr 0.05 here)
+    assert_same(fast, auto, rtol=1e-5, atol=1e-4 if opt == "adamw" else 1e-6)
 
 
 @pytest.mark.parametrize(
     *grid(
-        "opt, norm, K",
-        [list(OPTIMIZERS), ["none", "batch", "layer"], [1, 2]],
-        {
-            ("sgd", "none", 1),
-            ("sgd", "batch", 1),
-            ("sgd", "layer", 2),
-            ("momentum", "batch", 2),
-            ("nesterov_wd", "layer", 1),
-            ("adamw", "layer", 2),
-            ("sgd_wd", "batch", 1),
-        },
+        "opt, norm, K, stack",
+        [list(OPTIMIZERS), ["none", "batch", "layer"], [1, 2], STACKS],
+        {("sgd", "none", 1, "mlp"), ("adamw", "layer", 2, "wavenet")},
     )
 )
-def test_three_hundred_steps_of_the_fast_engine_track_the_autograd_engine(opt, norm, K):
-    fast, auto, a, b = run_engines(norm, K, OPTIMIZERS[opt], 300)
+def test_three_hundred_steps_of_the_fast_engine_track_the_autograd_engine(opt, norm, K, stack):
+    fast, auto, a, b = run_engines(norm, K, OPTIMIZERS[opt], 300, stack=stack)
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
     assert_same(fast, auto, rtol=1e-3, atol=1e-3)
     assert b[-20:].mean() < b[:20].mean() - 0.5  # it did learn
 
 
-@pytest.mark.parametrize(
-    *grid("opt, norm", [list(OPTIMIZERS), ["none", "batch", "layer"]], {("sgd", "none"), ("adamw", "layer")})
-)
+@pytest.mark.parametrize(*grid("opt, norm", [list(OPTIMIZERS), ["none", "batch", "layer"]], {("adamw", "layer")}))
 def test_direct_connections_on_the_fast_engine_equal_the_autograd_engine(opt, norm):
     fast, auto, a, b = run_engines(norm, 2, OPTIMIZERS[opt], 1, direct=True)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -166,28 +177,22 @@ def test_a_full_batch_fit_is_the_same_on_both_engines(norm):
 
 # -- bf16 products ---------------------------------------------------------------------------------------------
 
-bf16 = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-    reason="this CPU has no bfloat16 products (oneDNN)",
-)
+# bf16 products run on any CPU (torch computes them without the instructions where a CPU lacks them, slowly): the
+# numbers are tested everywhere; runs refuse bf16 where it would not be faster (device.check_precision)
 
 
-@bf16
 @pytest.mark.parametrize(
     *grid(
-        "opt, norm, K, direct",
-        [["sgd_wd", "adamw", "momentum"], ["none", "batch", "layer"], [1, 2], [False, True]],
+        "opt, norm, K, direct, stack",
+        [["sgd_wd", "adamw", "momentum"], ["none", "batch", "layer"], [1, 2], [False, True], STACKS],
         {
-            ("sgd_wd", "layer", 1, False),
-            ("sgd_wd", "batch", 1, False),
-            ("adamw", "none", 2, True),
-            ("momentum", "layer", 2, False),
-            ("sgd_wd", "batch", 2, True),
+            ("sgd_wd", "layer", 1, False, "mlp"),
         },
+        drop=lambda c: c[3] and c[4] != "mlp",  # direct connections are the one-layer MLP's
     )
 )
-def test_bf16_fast_engine_tracks_the_fp32_autograd_engine(opt, norm, K, direct):
-    fast, auto, low, ref = run_engines(norm, K, OPTIMIZERS[opt], 300, direct, "bf16", hidden=64, emb=8)
+def test_bf16_fast_engine_tracks_the_fp32_autograd_engine(opt, norm, K, direct, stack):
+    fast, auto, low, ref = run_engines(norm, K, OPTIMIZERS[opt], 300, direct, "bf16", hidden=64, emb=8, stack=stack)
     # the first loss differs only by the products' bf16 rounding (8 bits of mantissa: ~0.4% per operand)
     torch.testing.assert_close(low[0], ref[0], rtol=1e-2, atol=0)
     assert not torch.equal(low, ref)  # the products did run in bf16
@@ -196,9 +201,12 @@ def test_bf16_fast_engine_tracks_the_fp32_autograd_engine(opt, norm, K, direct):
     assert ref[-50:].mean() < ref[:20].mean() - 0.5
     assert all(p.dtype == torch.float32 for p in fast.parameters())  # the master weights stay fp32
     # the weights differ by a small fraction of how far training moved them
-    W0 = twins(norm, K, hidden=64, emb=8, direct=direct)[0].W1.detach()
+    W0 = twins(norm, K, hidden=64, emb=8, direct=direct, stack=stack)[0].W1.detach()
     W16, W32 = fast.W1.detach(), auto.W1.detach()
-    assert (W16 - W32).norm() < 0.1 * (W32 - W0).norm()
+    # (AdamW steps each weight by about lr whatever its gradient's size, so in the deeper stacks bf16's relative
+    # noise in small gradients becomes whole steps: the weights drift further apart while the losses agree)
+    share = 0.25 if opt == "adamw" and stack != "mlp" else 0.1
+    assert (W16 - W32).norm() < share * (W32 - W0).norm()
 
 
 # -- the optimizers ---------------------------------------------------------------------------------------------
@@ -218,8 +226,7 @@ def test_adamw_with_torchs_kernels_equals_the_closed_form(impl):
 
 def test_weight_decay_spares_biases_and_norm_parameters():
     fast, auto = twins("batch", 1)
-    decayed = {n for n, p in auto.named_parameters() if optim.decayed(p)}
-    assert decayed == {"C", "W1", "Wout"}
+    assert {n for n, p in auto.named_parameters() if optim.decayed(p)} == {"C", "W1", "Wout"}
     opt = optim.build(OPTIMIZERS["adamw"], auto.parameters())
     assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
     # the fast engine's mask: 1 on C, W1, Wout (not the output padding), 0 on the bias rows and the norm
@@ -227,8 +234,8 @@ def test_weight_decay_spares_biases_and_norm_parameters():
     wd = eng.update.wd
     for name, p in fast.named_parameters():
         view = wd.as_strided(p.shape, p.stride(), p.storage_offset())
-        assert torch.all(view == (0.01 if name in DECAYED else 0.0)), name
-    assert float(wd.sum()) == pytest.approx(0.01 * sum(p.numel() for n, p in fast.named_parameters() if n in DECAYED))
+        assert torch.all(view == (0.01 if decayed(name) else 0.0)), name
+    assert float(wd.sum()) == pytest.approx(0.01 * sum(p.numel() for n, p in fast.named_parameters() if decayed(n)))
 
 
 # -- one module, two engines ------------------------------------------------------------------------------------
@@ -294,12 +301,12 @@ def test_resumed_fit_is_bit_identical_with_the_optimizer_state(engine, opt, tiny
 
 
 def test_engine_choice():
-    one, three, direct = MLP(27), MLP(27, layers=3), MLP(27, direct=True)
-    assert engines.resolve("auto", one) == "fast" and engines.resolve("auto", direct) == "fast"
-    assert engines.resolve("auto", three) == "autograd"
+    one, three, direct, wavenet = MLP(27), MLP(27, layers=3), MLP(27, direct=True), WaveNet(27)
+    assert all(engines.resolve("auto", m) == "fast" for m in (one, three, direct, wavenet))
     assert engines.resolve("autograd", one) == "autograd"
+    assert engines.resolve("auto", Transformer(27)) == "autograd"
     assert engines.resolve("auto", Bigram(27)) == engines.resolve("fast", Bigram(27)) == "count"
-    with pytest.raises(ConfigError, match=r"train\.engine=fast does not support model\.layers=3"):
-        engines.resolve("fast", three)
+    with pytest.raises(ConfigError, match=r"train\.engine=fast does not support model=transformer"):
+        engines.resolve("fast", Transformer(27))
     with pytest.raises(ConfigError, match=r"train\.engine must be one of auto, fast, autograd, got 'turbo'"):
         engines.resolve("turbo", one)

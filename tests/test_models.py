@@ -135,9 +135,18 @@ def test_evaluate_equals_loss_in_eval_mode(norm, K):
 
 
 @pytest.mark.parametrize(
-    "options", [{"layers": 3}, {"direct": True}, {"layers": 2, "direct": True, "norm": "batch"}, {"norm": "layer"}]
+    "options, opt",
+    [
+        ({"layers": 3}, "sgd"),
+        ({"layers": 2, "direct": True, "norm": "batch"}, "adamw"),
+        *(
+            pytest.param(o, opt, marks=pytest.mark.slow)
+            for o, opt in [({"layers": 3}, "adamw"), ({"direct": True}, "sgd"), ({"direct": True}, "adamw")]
+            + [({"layers": 2, "direct": True, "norm": "batch"}, "sgd"), ({"norm": "layer"}, "sgd")]
+            + [({"norm": "layer"}, "adamw")]
+        ),
+    ],
 )
-@pytest.mark.parametrize("opt", ["sgd", "adamw"])
 def test_each_mlp_option_trains_on_the_autograd_engine(options, opt, tiny_data):
     net = MLP(len(tiny_data.vocab), 3, 8, 32, init="scaled", replicas=2, **options)
     before = net.evaluate(tiny_data.X["train"], tiny_data.Y["train"])
@@ -259,7 +268,9 @@ def test_replica_k_of_every_family_is_the_model_seeded_seed_plus_k(kind):
     assert many.num_params() == one.num_params()
 
 
-@pytest.mark.parametrize("kind", list(FAMILY_CONFIGS))
+@pytest.mark.parametrize(
+    "kind", [k if k in ("wavenet", "bow") else pytest.param(k, marks=pytest.mark.slow) for k in FAMILY_CONFIGS]
+)
 def test_every_family_trains_on_the_autograd_engine_and_samples(kind, words_file):
     from makemore.data import load
     from makemore.sample import generate
@@ -270,8 +281,8 @@ def test_every_family_trains_on_the_autograd_engine_and_samples(kind, words_file
     model = models.build(conf, len(data.vocab), replicas=2)
     before = model.evaluate(data.X["train"], data.Y["train"])
     engine = engines.make("autograd", model, 32, ADAMW)
-    loop = Loop(steps=300, batch_size=32, schedule=step_schedule([0.01], []), seed=1, eval_every=300,
-                checkpoint_every=300)  # fmt: skip
+    loop = Loop(steps=200, batch_size=32, schedule=step_schedule([0.01], []), seed=1, eval_every=200,
+                checkpoint_every=200)  # fmt: skip
     progress = fit(model, engine, data, loop)
     after = torch.tensor(progress.evals[-1]["train"])
     assert torch.all(after < before - 0.3), (before, after)

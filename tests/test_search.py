@@ -311,6 +311,7 @@ def test_a_continued_study_reruns_its_interrupted_trials_and_refuses_another_com
     )
 
 
+@pytest.mark.slow  # SQLite's migrations take a second
 def test_a_database_url_is_kept_as_it_is(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     assert search.storage_path(url, tmp_path) == url

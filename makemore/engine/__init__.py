@@ -35,13 +35,14 @@ def resolve(requested: str, model) -> str:
     return requested
 
 
-def make(name: str, model, batch_size: int, optimizer: dict, precision: str = "fp32"):
+def make(name: str, model, batch_size: int, optimizer: dict, precision: str = "fp32", compile: bool = False):
     """The engine `name` (resolve's answer) for `model`; optimizer: the optimizer group as a dict;
-    precision: fp32 | bf16 (train.precision: bf16 products, fp32 weights)."""
+    precision: fp32 | bf16 (train.precision: bf16 products, fp32 weights); compile: torch.compile the autograd
+    engine's forward (train.compile; the fast engine has its own kernels and ignores it)."""
     if name == "fast":
         from .fast import FastEngine
 
         return FastEngine(model, batch_size, optimizer, precision=precision)
     from .autograd import AutogradEngine
 
-    return AutogradEngine(model, batch_size, optimizer, precision)
+    return AutogradEngine(model, batch_size, optimizer, precision, compile)

@@ -21,9 +21,14 @@ def decayed(p: torch.Tensor) -> bool:
     return p.dim() > 2
 
 
-def build(conf: dict, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+IMPLS = ("fused", "foreach", "for-loop")  # torch.optim's implementations, fastest first where all exist
+
+
+def build(conf: dict, params: Iterable[torch.Tensor], impl: str = "auto") -> torch.optim.Optimizer:
     """torch.optim optimizer of `conf` (the optimizer group as a dict) over `params`, weight decay on the
-    decayed ones only. The lr is a placeholder: set_lr sets each step's."""
+    decayed ones only. The lr is a placeholder: set_lr sets each step's. impl "auto" takes torch's fused kernel
+    where this torch has one for the parameters' device (one pass over every parameter; bench/speed.py --optimizers
+    times the three), else its foreach kernels."""
     params = list(params)
     wd = conf["weight_decay"]
     groups = [
@@ -32,10 +37,19 @@ def build(conf: dict, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     ]
     groups = [g for g in groups if g["params"]]
     if conf["name"] == "sgd":
-        return torch.optim.SGD(groups, lr=0.1, momentum=conf["momentum"], nesterov=conf["nesterov"])
-    if conf["name"] == "adamw":
-        return torch.optim.AdamW(groups, lr=1e-3, betas=tuple(conf["betas"]), eps=conf["eps"])
-    raise ValueError(f"unknown optimizer {conf['name']!r}")
+        cls, kw = torch.optim.SGD, dict(lr=0.1, momentum=conf["momentum"], nesterov=conf["nesterov"])
+    elif conf["name"] == "adamw":
+        cls, kw = torch.optim.AdamW, dict(lr=1e-3, betas=tuple(conf["betas"]), eps=conf["eps"])
+    else:
+        raise ValueError(f"unknown optimizer {conf['name']!r}")
+    for choice in IMPLS if impl == "auto" else (impl,):
+        flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}[choice]
+        try:
+            return cls(groups, **kw, **flags)
+        except (RuntimeError, TypeError, ValueError):  # no such kernel for this device or torch
+            if impl != "auto":
+                raise
+    raise AssertionError("torch.optim's for-loop implementation takes any parameters")
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

@@ -16,8 +16,12 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+# examples per chunk of an evaluation: small enough that a chunk's hidden activations stay in the CPU's cache
+# through the elementwise passes (bench/scale.py times the evaluation against its products)
+CHUNK = 8192
 
-def chunks(X: torch.Tensor, Y: torch.Tensor, replicas: int, device, chunk: int = 32768) -> Iterator:
+
+def chunks(X: torch.Tensor, Y: torch.Tensor, replicas: int, device, chunk: int = CHUNK) -> Iterator:
     """An evaluation's chunks of (X, Y) on the device, smaller with more replicas."""
     chunk = max(1024, chunk // replicas)
     for i in range(0, X.shape[0], chunk):
@@ -29,10 +33,11 @@ IGNORE = -1  # the target of a sequence row's position that has none
 
 def summed_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Each replica's summed cross-entropy of logits (K, n, ..., V) against targets y (n, ...) shared by the
-    replicas (IGNORE-d ones left out), in float64 on the CPU (MPS has no float64): one chunk of an evaluation."""
+    replicas (IGNORE-d ones left out), summed in float64 on the CPU (MPS has no float64): one chunk of an
+    evaluation. Each example's loss is summed in float64, so the total does not depend on the chunks."""
     K, V = logits.shape[0], logits.shape[-1]
     ce = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1).repeat(K), reduction="none", ignore_index=IGNORE)
-    return ce.view(K, -1).sum(1).cpu().double()
+    return ce.view(K, -1).cpu().double().sum(1)
 
 
 def replica_losses(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -76,7 +81,7 @@ class LanguageModel(torch.nn.Module):
         return replica_losses(self.forward(X, train=train), Y)
 
     @torch.no_grad()
-    def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+    def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
         """Mean loss of each replica over every target of (X, Y) (shared by the replicas), in chunks summed in
         float64."""
         total = torch.zeros(self.replicas, dtype=torch.float64)

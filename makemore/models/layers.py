@@ -67,22 +67,24 @@ def normalize(
     Batch norm normalizes over the N rows: with train=True by the batch's statistics, which also move the
     running ones (`running`: mean and variance, (K, H), updated in place at BN_MOMENTUM, the variance unbiased as
     torch's BatchNorm keeps it); with train=False by the running ones. Layer norm normalizes each row."""
-    g, s = gain.unsqueeze(1), shift.unsqueeze(1)
     if kind == "layer":
-        return F.layer_norm(x, (x.shape[-1],), eps=BN_EPS) * g + s
+        return F.layer_norm(x, (x.shape[-1],), eps=BN_EPS) * gain.unsqueeze(1) + shift.unsqueeze(1)
     if kind != "batch":
         raise ValueError(f"unknown norm {kind!r}")
+    # torch's batch norm over the rows, each replica's units as channels of their own: (K, N, H) -> (N, K * H)
+    K, N, H = x.shape
     rm, rv = running
-    if train:
-        N = x.shape[1]
-        mean = x.mean(1, keepdim=True)
-        var = x.var(1, keepdim=True, unbiased=False)
-        with torch.no_grad():
-            rm.lerp_(mean.squeeze(1), BN_MOMENTUM)
-            rv.lerp_(var.squeeze(1) * N / max(N - 1, 1), BN_MOMENTUM)
-    else:
-        mean, var = rm.unsqueeze(1), rv.unsqueeze(1)
-    return (x - mean) / torch.sqrt(var + BN_EPS) * g + s
+    y = F.batch_norm(
+        x.transpose(0, 1).reshape(N, K * H),
+        rm.view(K * H),
+        rv.view(K * H),
+        gain.reshape(K * H),
+        shift.reshape(K * H),
+        training=train,
+        momentum=BN_MOMENTUM,
+        eps=BN_EPS,
+    )
+    return y.view(N, K, H).transpose(0, 1)
 
 
 def embed(C: torch.Tensor, X: torch.Tensor) -> torch.Tensor:

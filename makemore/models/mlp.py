@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LanguageModel, chunks
+from .base import CHUNK, LanguageModel, chunks
 from .layers import draw_linear, embed, linear, normalize, tanh
 
 NORMS = ("none", "batch", "layer")
@@ -135,21 +135,31 @@ class MLP(LanguageModel):
         return linear(emb, self.D, acc=logits) if self.direct else logits
 
     @torch.no_grad()
-    def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
-        """As LanguageModel.evaluate; one plain layer takes a leaner path per replica."""
+    def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+        """As LanguageModel.evaluate; one plain layer takes a leaner path per replica (_plain_losses)."""
         if self.norm != "none" or self.layers != 1:
             return super().evaluate(X, Y, chunk)
         total = torch.zeros(self.replicas, dtype=torch.float64)
+        folded = [self._folded(k) for k in range(self.replicas)]
         for x, y in chunks(X, Y, self.replicas, self.device, chunk):
             for k in range(self.replicas):
-                logits = self._plain_logits(k, x)
-                total[k] += torch.nn.functional.cross_entropy(logits, y, reduction="sum").cpu().double()
+                ce = torch.nn.functional.cross_entropy(self._plain_logits(k, x, folded[k]), y, reduction="none")
+                total[k] += ce.cpu().double().sum()  # each example's loss in float64: the chunks do not matter
         return (total / max(X.shape[0], 1)).float()
 
-    def _plain_logits(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """forward() of replica k for one plain layer, for large no-grad batches: 2-D products and tanh as an in-place
-        2 sigmoid(2x) - 1 (half the memory traffic of the general path)."""
-        emb = self.C[k][x].view(x.shape[0], -1)
-        h = torch.addmm(self.b1[k], emb, self.W1[k], beta=2, alpha=2).sigmoid_().mul_(2).sub_(1)
-        logits = torch.addmm(self.bout[k], h, self.Wout[k])
-        return logits.addmm_(emb, self.D[k]) if self.direct else logits
+    def _folded(self, k: int) -> tuple[torch.Tensor, ...]:
+        """Replica k's weights folded for _plain_logits: [W1; b1] doubled (the product then gives 2y, sigmoid's
+        argument), and the output layer taking s = sigmoid(2y) for h = 2s - 1: h Wout + bout = s (2 Wout) +
+        (bout - the column sums of Wout)."""
+        W1a = 2 * torch.cat([self.W1[k], self.b1[k].unsqueeze(0)])
+        return W1a, 2 * self.Wout[k], self.bout[k] - self.Wout[k].sum(0)
+
+    def _plain_logits(self, k: int, x: torch.Tensor, folded: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """forward() of replica k for one plain layer, for large no-grad batches: [emb | 1] times the folded
+        weights, one sigmoid pass and the output product (no bias pass, no 2s - 1 pass)."""
+        W1a, Wo2, bo2 = folded
+        n, B, E = x.shape[0], self.block_size, self.emb
+        emb_a = torch.ones(n, B * E + 1, device=x.device)
+        emb_a[:, : B * E] = torch.index_select(self.C[k], 0, x.reshape(-1)).view(n, B * E)
+        logits = torch.addmm(bo2, torch.mm(emb_a, W1a).sigmoid_(), Wo2)
+        return logits.addmm_(emb_a[:, : B * E], self.D[k]) if self.direct else logits

@@ -1,7 +1,7 @@
-"""The fast engine: the hand-derived step (step.py) on the MLP module's parameters, laid out in one flat buffer
-(layout.py). Plain SGD stays fused into the gradient products; any other optimizer gets the gradients in a flat
-gradient buffer and update.py's FlatUpdate applies them. It is an optimization of models/mlp.py, tested equal to
-the autograd engine (tests/engines/)."""
+"""The fast engine: the hand-derived step (step.py) on the parameters of the MLP or WaveNet module, laid out in one
+flat buffer (layout.py). Plain SGD stays fused into the gradient products; any other optimizer gets the gradients
+in a flat gradient buffer and update.py's FlatUpdate applies them. It is an optimization of models/mlp.py, tested
+equal to the autograd engine (tests/test_engines.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from .update import FlatUpdate
 
 
 def unsupported(model) -> str | None:
-    """Why this engine cannot train `model` (the first option it lacks, as `key=value`), or None."""
-    if not isinstance(model, MLP) or model.kind != "mlp":
+    """Why this engine cannot train `model` (the family it lacks, as `model=kind`), or None: it trains the stacks of
+    tanh layers, the MLP (any number of layers, any norm, direct connections) and WaveNet."""
+    if not isinstance(model, MLP):
         return f"model={model.kind}"
-    if model.layers != 1:
-        return f"model.layers={model.layers}"
     return None
 
 

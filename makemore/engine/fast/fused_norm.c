@@ -150,3 +150,124 @@ void fused_norm_tanh_backward(const void *dh, int dh_bf16, const float *s, const
     }
     free(partial);
 }
+
+/* Batch norm and tanh: the statistics are each column's over the N rows (the batch), so each pass is split by rows
+   among the threads, their column sums (in double: var = E[x^2] - E[x]^2 keeps its digits) combined in thread
+   order: the same threads give the same bits. */
+
+/* x: N rows of H (bf16 if x_bf16), contiguous; gain_shift: gain then shift (H each). Writes s (N x H), h = 2s - 1
+   (row stride h_stride), mean and rstd (H), and moves running_mean and running_var (H) towards the batch's mean
+   and unbiased variance by momentum. */
+void fused_batchnorm_tanh_forward(const void *x, int x_bf16, const float *gain_shift, float eps, float momentum,
+                                  float *running_mean, float *running_var, float *s, void *h, int h_bf16,
+                                  long h_stride, float *mean, float *rstd, long N, long H) {
+    const float *gain = gain_shift, *shift = gain_shift + H;
+    int T = omp_get_max_threads();
+    double *partial = calloc((size_t)T * 2 * H, sizeof(double)); /* per thread: sum x, sum x^2 */
+#pragma omp parallel num_threads(T)
+    {
+        float *xr = malloc(H * sizeof(float));
+        double *sum = partial + (size_t)omp_get_thread_num() * 2 * H, *sum2 = sum + H;
+#pragma omp for schedule(static)
+        for (long i = 0; i < N; i++) {
+            load_row(xr, x, x_bf16, i, H);
+            for (long j = 0; j < H; j++) {
+                sum[j] += xr[j];
+                sum2[j] += (double)xr[j] * xr[j];
+            }
+        }
+#pragma omp single
+        for (long j = 0; j < H; j++) {
+            double a = 0, b = 0;
+            for (int k = 0; k < T; k++) {
+                a += partial[(size_t)k * 2 * H + j];
+                b += partial[(size_t)k * 2 * H + H + j];
+            }
+            double mu = a / N, var = b / N - mu * mu;
+            var = var > 0 ? var : 0;
+            mean[j] = (float)mu;
+            rstd[j] = (float)(1.0 / sqrt(var + eps));
+            running_mean[j] += momentum * ((float)mu - running_mean[j]);
+            running_var[j] += momentum * ((float)(var * N / (N > 1 ? N - 1 : 1)) - running_var[j]);
+        }
+#pragma omp for schedule(static)
+        for (long i = 0; i < N; i++) {
+            load_row(xr, x, x_bf16, i, H);
+            float *si = s + i * H;
+#pragma omp simd
+            for (long j = 0; j < H; j++) {
+                float y2 = 2.0f * ((xr[j] - mean[j]) * rstd[j] * gain[j] + shift[j]);
+                si[j] = 1.0f / (1.0f + exp_approx(-y2));
+            }
+            if (h_bf16) {
+                uint16_t *hi = (uint16_t *)h + i * h_stride;
+                for (long j = 0; j < H; j++) hi[j] = f32_to_bf16(2.0f * si[j] - 1.0f);
+            } else {
+                float *hi = (float *)h + i * h_stride;
+                for (long j = 0; j < H; j++) hi[j] = 2.0f * si[j] - 1.0f;
+            }
+        }
+        free(xr);
+    }
+    free(partial);
+}
+
+/* dh: N x H (bf16 if dh_bf16), contiguous; s, mean, rstd: the forward's; x: its input; gain: H. Writes dx (N x H,
+   bf16 if dx_bf16, contiguous; it may be dh itself in fp32) and adds alpha * (the gradients of gain and shift) to
+   gain_out and shift_out (H each). With t = dh s (1 - s) (= dL/dy / 4), A = sum t and B = sum t xhat per column:
+   dgain = B, dshift = A, dx = rstd gain (t - A / N - xhat B / N). */
+void fused_batchnorm_tanh_backward(const void *dh, int dh_bf16, const float *s, const void *x, int x_bf16,
+                                   const float *mean, const float *rstd, const float *gain, float alpha,
+                                   float *gain_out, float *shift_out, void *dx, int dx_bf16, long N, long H) {
+    int T = omp_get_max_threads();
+    double *partial = calloc((size_t)T * 2 * H, sizeof(double)); /* per thread: sum t, sum t xhat */
+    float *AB = malloc(2 * H * sizeof(float));
+#pragma omp parallel num_threads(T)
+    {
+        float *t = malloc(2 * H * sizeof(float)), *xhat = t + H;
+        double *A = partial + (size_t)omp_get_thread_num() * 2 * H, *B = A + H;
+#pragma omp for schedule(static)
+        for (long i = 0; i < N; i++) {
+            load_row(t, dh, dh_bf16, i, H);
+            load_row(xhat, x, x_bf16, i, H);
+            const float *si = s + i * H;
+            for (long j = 0; j < H; j++) {
+                float tj = t[j] * si[j] * (1.0f - si[j]);
+                A[j] += tj;
+                B[j] += (double)tj * ((xhat[j] - mean[j]) * rstd[j]);
+            }
+        }
+#pragma omp single
+        for (long j = 0; j < H; j++) {
+            double a = 0, b = 0;
+            for (int k = 0; k < T; k++) {
+                a += partial[(size_t)k * 2 * H + j];
+                b += partial[(size_t)k * 2 * H + H + j];
+            }
+            AB[j] = (float)(a / N);
+            AB[H + j] = (float)(b / N);
+        }
+#pragma omp for schedule(static)
+        for (long i = 0; i < N; i++) {
+            load_row(t, dh, dh_bf16, i, H);
+            load_row(xhat, x, x_bf16, i, H);
+            const float *si = s + i * H;
+            float *o32 = (float *)dx + i * H;
+            uint16_t *o16 = (uint16_t *)dx + i * H;
+            for (long j = 0; j < H; j++) {
+                float tj = t[j] * si[j] * (1.0f - si[j]);
+                float xh = (xhat[j] - mean[j]) * rstd[j];
+                float v = rstd[j] * gain[j] * (tj - AB[j] - xh * AB[H + j]);
+                if (dx_bf16) o16[j] = f32_to_bf16(v);
+                else o32[j] = v;
+            }
+        }
+        free(t);
+    }
+    for (long j = 0; j < H; j++) { /* after every row has read gain: gain_out may be gain */
+        gain_out[j] += alpha * AB[H + j] * N;
+        shift_out[j] += alpha * AB[j] * N;
+    }
+    free(AB);
+    free(partial);
+}
