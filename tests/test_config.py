@@ -263,7 +263,7 @@ def test_the_moved_weight_decay_names_its_new_key(arg):
         (["schedule.lrs=[0.1]"], "schedule.lrs needs one more entry than schedule.milestones"),
         (["data.splits=[0.8,0.1,0.2]"], "data.splits"),
         (["train.weight_decay=0.01"], "train.weight_decay moved to optimizer.weight_decay"),
-        (["train.engine=fast", "model.layers=2"], "train.engine=fast does not support model.layers=2"),
+        (["train.engine=fast", "model=rnn"], "train.engine=fast does not support model=rnn"),
     ],
 )
 def test_cli_bad_config_one_clear_line(tmp_path, args, needle):

@@ -161,13 +161,14 @@ def assert_resumes_bit_for_bit(tmp_path: Path, args, steps: int) -> None:
     [
         (("optimizer=adamw", "schedule.lrs=[0.01,0.001]"), "fast"),
         (("optimizer.momentum=0.9", "optimizer.nesterov=true"), "fast"),
-        (("model.layers=3", "model.init=scaled"), "autograd"),
+        (("model.layers=3", "model.init=scaled"), "fast"),
+        (("model.layers=3", "model.init=scaled", "train.engine=autograd"), "autograd"),
         (("model.direct=true",), "fast"),
         (("model.direct=true", "train.engine=autograd"), "autograd"),
         (("train.engine=autograd", "model.norm=layer", "optimizer=adamw"), "autograd"),
-        (("experiment=deep", "train.steps=300", "schedule.milestones=[200]", "model.hidden=16"), "autograd"),
+        (("experiment=deep", "train.steps=300", "schedule.milestones=[200]", "model.hidden=16"), "fast"),
     ],
-    ids=["adamw", "nesterov", "layers", "direct", "direct-autograd", "autograd", "deep"],
+    ids=["adamw", "nesterov", "layers", "layers-autograd", "direct", "direct-autograd", "autograd", "deep"],
 )
 def test_each_option_from_the_command_line(tmp_path, words_file, options, engine):
     r = run_cli(*QUICK, f"data.path={words_file}", "hydra.run.dir=r", *options, cwd=tmp_path)
