@@ -169,7 +169,7 @@ def render() -> str:
         "# Configuration reference",
         "",
         f"Generated from the schema (`makemore/config.py`) by `{COMMAND}`; the suite fails when this page is stale.",
-        "Every key is a command-line override (`python -m makemore.run key=value`); a config group is chosen with",
+        "Every key is a command-line override (`python -m makemore.run model.hidden=300`); a config group is chosen with",
         "`group=option` (`model=wavenet`), and its option's keys then apply. Allowed values: an enum's values, and the",
         "ranges `config.validate` checks before a run starts.",
         "",
