@@ -95,8 +95,8 @@ def test_every_documented_tool_command_parses():
         seen = {}
         original = argparse.ArgumentParser.parse_args
 
-        def stop(self, *a, **k):
-            seen["args"] = original(self, *a, **k)
+        def stop(self, *a, _seen=seen, _original=original, **k):
+            _seen["args"] = _original(self, *a, **k)
             raise SystemExit(0)
 
         argparse.ArgumentParser.parse_args = stop
