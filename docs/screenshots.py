@@ -3,7 +3,7 @@
 
     pip install -e ".[docs,dashboard]" # playwright (the Python package; it drives the system's Chromium)
     apt-get install chromium           # or any Chromium/Chrome: --browser PATH
-    python docs/screenshots.py [--data ../shared/data/names.txt] [--steps 20000] [--only tensorboard|dashboard]
+    python docs/screenshots.py [--data names.txt] [--steps 20000] [--only tensorboard|dashboard]
 
 TensorBoard: it trains the README's 2x2 grid (`python -m makemore.run -m model.emb=2,10 model.hidden=100,300
 ...`) in a scratch dir, serves it with `tensorboard --logdir <sweep dir>` on 127.0.0.1 and takes headless

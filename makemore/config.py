@@ -62,8 +62,8 @@ class DeviceKind(Enum):
 @dataclass
 class DataConfig:
     path: Optional[str] = None  # null: the embedded SSA 2017 names
-    splits: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    seed: int = 42
+    splits: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, dev, test fractions of the words
+    seed: int = 42  # the lecture's shuffle seed (random.seed, then random.shuffle of the words)
     limit_words: Optional[int] = None  # keep only the first N words (before shuffling)
 
 
@@ -151,31 +151,31 @@ MODEL_CONFIGS = {
 @dataclass
 class StepSchedule:
     name: str = "step"
-    lrs: List[float] = field(default_factory=lambda: [0.1, 0.01])
-    milestones: List[int] = field(default_factory=lambda: [100000])
+    lrs: List[float] = field(default_factory=lambda: [0.1, 0.01])  # lrs[0] before milestones[0], lrs[1] after, ...
+    milestones: List[int] = field(default_factory=lambda: [100000])  # the steps where the lr changes
 
 
 @dataclass
 class CosineSchedule:
     name: str = "cosine"
-    lr: float = 0.1
-    min_lr: float = 0.001
+    lr: float = 0.1  # the peak, after the warm-up
+    min_lr: float = 0.001  # the end of the half cosine
     warmup: int = 0  # steps of linear warm-up from 0 to lr
 
 
 @dataclass
 class SGDConfig:
     name: str = "sgd"
-    momentum: float = 0.0
-    nesterov: bool = False
+    momentum: float = 0.0  # torch.optim.SGD's (dampening 0)
+    nesterov: bool = False  # Nesterov's form (needs momentum > 0)
     weight_decay: float = 0.0  # on the embeddings and weights, not on biases or norm parameters
 
 
 @dataclass
 class AdamWConfig:
     name: str = "adamw"
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])
-    eps: float = 1e-8
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.99])  # the moments' decay rates (makemore's)
+    eps: float = 1e-8  # the denominator's epsilon
     weight_decay: float = 0.01  # decoupled (karpathy/makemore's choice); not on biases or norm parameters
 
 
@@ -191,9 +191,9 @@ class TrainConfig:
     batch_size: int = 32  # 0 = full batch (every training example every step)
     eval_every: Optional[int] = None  # null: train.steps / 20 (20 evaluations per run)
     eval_examples: Optional[int] = 1000000  # examples per split a periodic evaluation scores (null: all)
-    eval_test: bool = False
-    checkpoint_every: int = 10000
-    replicas: int = 1
+    eval_test: bool = False  # also evaluate the test split at the end
+    checkpoint_every: int = 10000  # steps between checkpoints (and one at the end)
+    replicas: int = 1  # K models side by side, replica k seeded seed + k, with its own batches
     engine: Engine = Engine.auto
     precision: Precision = Precision.fp32
     compile: bool = False  # torch.compile the autograd engine's forward (docs/performance.md: where it pays)
@@ -204,7 +204,7 @@ class TrainConfig:
 class LrFindConfig:
     start: float = -3.0  # lr exponent of the first step (lr = 10^start)
     end: float = 0.0  # lr exponent of the last step
-    steps: int = 1000
+    steps: int = 1000  # steps of the lr sweep (train.steps is not used)
 
 
 @dataclass
@@ -215,9 +215,9 @@ class Config:
     optimizer: Any = MISSING  # SGDConfig or AdamWConfig, chosen by the optimizer group
     device: DeviceConfig = field(default_factory=DeviceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    seed: int = 2147483647
-    resume: bool = False
-    samples: int = 20
+    seed: int = 2147483647  # the lecture's generator seed (init and batches)
+    resume: bool = False  # continue the run in hydra.run.dir from its checkpoint.pt
+    samples: int = 20  # names sampled at the end
     lr_find: LrFindConfig = field(default_factory=LrFindConfig)
 
 
