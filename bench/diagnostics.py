@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from makemore import api, train  # noqa: E402
 
 NAMES = ROOT.parent / "shared" / "data" / "names.txt"
-STEPS = {"lecture": 20000, "best": 300}  # a few tens of seconds per run on a 2-core machine
+STEPS = {"lecture": 20000, "best": 120}  # 10-30 s per run on a 2-core machine
 
 
 class Timed:
