@@ -231,6 +231,8 @@ def test_a_run_warns_on_the_console_and_in_metrics_json(tmp_path, words_file):
     """As a user runs it: the lecture's init warns in one line on the console and lists it in metrics.json; the
     run's events hold the health/ group; train.diagnose_every=0 writes none."""
     args = (f"data.path={words_file}", *SMALL, "train.steps=60", "train.eval_every=20", "samples=2")
+    for d in ("on", "off"):
+        (tmp_path / d).mkdir()
     r = run_cli(*args, "model.init=lecture", cwd=tmp_path / "on")
     assert r.returncode == 0, r.stderr
     (run_dir,) = run_dirs(tmp_path / "on")
