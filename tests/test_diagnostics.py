@@ -108,6 +108,38 @@ def test_diagnoses_leave_the_trajectory_bit_identical(words_file, family, engine
         assert torch.equal(x, y), name
 
 
+def test_a_resumed_run_diagnoses_and_warns_as_an_uninterrupted_one(tmp_path, words_file):
+    """A checkpoint at step 20 (saved and loaded as plain data, weights_only) holds the warnings and the health
+    rules' state: the resumed run diagnoses the same later steps, repeats no warning, and ends bit-identical."""
+    from makemore import checkpoint
+
+    overrides = (*SMALL, "model.init=lecture", "train.checkpoint_every=20")
+    path = tmp_path / checkpoint.FILENAME
+
+    class Save(Collect):
+        def on_checkpoint(self, progress):
+            if progress.step == 20:
+                checkpoint.save(path, checkpoint.run_state(whole.model, whole.data, whole.conf, progress))
+
+    whole_hooks = Save()
+    cfg = api.compose([f"data.path={words_file}", "train.steps=40", "train.eval_every=10", "train.batch_size=16",
+                       *overrides])  # fmt: skip
+    whole = api.setup(cfg)
+    torch.set_num_threads(1)
+    done = api.train(whole, whole_hooks)
+    assert any(t.startswith("initial loss") for t in done.warnings)
+    resumed, hooks = api.setup(cfg), Collect()
+    torch.set_num_threads(1)
+    progress = checkpoint.resume(path, resumed.model, resumed.conf, resumed.data.vocab.itos)
+    again = api.train(resumed, hooks, progress)
+    assert [r.step for r in hooks.reports] == [30, 40] == [r.step for r in whole_hooks.reports][-2:]
+    assert again.warnings == done.warnings
+    assert [r.warnings for r in hooks.reports] == [r.warnings for r in whole_hooks.reports][-2:]
+    assert torch.equal(again.minibatch_losses(), done.minibatch_losses())
+    for (name, x), (_, y) in zip(resumed.model.state_dict().items(), whole.model.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
 def test_bigram_has_nothing_to_diagnose(words_file):
     """The count model trains by counting: no steps, no diagnoses, no warnings."""
     hooks = Collect()
