@@ -203,7 +203,7 @@ def test_update_ratios_warn_after_a_stretch():
 
 
 def test_the_events_read_back_with_tensorboards_reader(tmp_path, words_file):
-    """health/ scalars per layer and parameter, histograms of activations and gradients, and the Custom Scalars
+    """train_health/ scalars per layer and parameter, histograms of activations and gradients, and the Custom Scalars
     chart of the update ratios with its -3 guide, as TensorBoard's EventAccumulator reads them."""
     from tensorboard.plugins.custom_scalar import layout_pb2
 
@@ -220,22 +220,22 @@ def test_the_events_read_back_with_tensorboards_reader(tmp_path, words_file):
     tags = acc.Tags()
     for layer in ("layer1", "layer2"):
         for figure in ("pre_mean", "pre_std", "act_mean", "act_std", "grad_std", "saturated", "dead"):
-            assert [e.step for e in acc.Scalars(f"health/{layer}/{figure}")] == [0, 10, 20]
+            assert [e.step for e in acc.Scalars(f"train_health/{layer}/{figure}")] == [0, 10, 20]
         for kind in ("act", "grad"):
-            hist = acc.Histograms(f"health/{layer}/{kind}")
+            hist = acc.Histograms(f"train_health/{layer}/{kind}")
             assert [e.step for e in hist] == [0, 10, 20] and hist[0].histogram_value.num > 0
     for name in ("C", "W1", "b1", "W2", "Wout", "bout"):
-        assert len(acc.Scalars(f"health/grad_ratio/{name}")) == 3
-        assert [e.step for e in acc.Scalars(f"health/update_ratio/{name}")] == [10, 20]
-    assert {e.value for e in acc.Scalars("health/update_ratio_guide")} == {-3.0}
-    assert "health/layer1/act" in tags["histograms"]
+        assert len(acc.Scalars(f"train_health/grad_ratio/{name}")) == 3
+        assert [e.step for e in acc.Scalars(f"train_health/update_ratio/{name}")] == [10, 20]
+    assert {e.value for e in acc.Scalars("train_health/update_ratio_guide")} == {-3.0}
+    assert "train_health/layer1/act" in tags["histograms"]
     (tensor,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(tensor.tensor_proto.string_val[0])
-    (health,) = [c for c in layout.category if c.title == "health"]
+    (health,) = [c for c in layout.category if c.title == "train_health"]
     chart = health.chart[0]
     assert "update" in chart.title and list(chart.multiline.tag) == [
-        r"^health/update_ratio/",
-        r"^health/update_ratio_guide$",
+        r"^train_health/update_ratio/",
+        r"^train_health/update_ratio_guide$",
     ]
 
 
@@ -261,7 +261,7 @@ def test_the_lecture_init_saturates_and_warns_on_names_txt(names_txt):
 @pytest.mark.slow
 def test_a_run_warns_on_the_console_and_in_metrics_json(tmp_path, words_file):
     """As a user runs it: the lecture's init warns in one line on the console and lists it in metrics.json; the
-    run's events hold the health/ group; train.diagnose_every=0 writes none."""
+    run's events hold the train_health/ group; train.diagnose_every=0 writes none."""
     args = (f"data.path={words_file}", *SMALL, "train.steps=60", "train.eval_every=20", "samples=2")
     for d in ("on", "off"):
         (tmp_path / d).mkdir()
@@ -274,11 +274,11 @@ def test_a_run_warns_on_the_console_and_in_metrics_json(tmp_path, words_file):
     assert all(t in out for t in warnings)
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    assert [e.step for e in acc.Scalars("health/layer1/saturated")] == [0, 20, 40, 60]
+    assert [e.step for e in acc.Scalars("train_health/layer1/saturated")] == [0, 20, 40, 60]
     r = run_cli(*args, "model.init=scaled", "train.diagnose_every=0", cwd=tmp_path / "off")
     assert r.returncode == 0, r.stderr
     (run_dir,) = run_dirs(tmp_path / "off")
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    assert not any(t.startswith("health/") for t in acc.Tags()["scalars"])
+    assert not any(t.startswith("train_health/") for t in acc.Tags()["scalars"])
     assert metrics(run_dir)["warnings"] == []

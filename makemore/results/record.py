@@ -157,7 +157,7 @@ def finish(out: Path, setup, progress: Progress, tb, status: str = "ok", error: 
         )
     if progress.warnings:  # each was logged when it was found, perhaps far up the console
         n = len(progress.warnings)
-        log.warning("%d health warning%s, in metrics.json's warnings; TensorBoard: health/", n, "s" * (n > 1))
+        log.warning("%d health warning%s, in metrics.json's warnings; TensorBoard: train_health/", n, "s" * (n > 1))
     tb.hparams_end(status)
     tb.close()
     return m

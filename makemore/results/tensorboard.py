@@ -7,9 +7,9 @@ never inside it.
 
 Tag names decide what TensorBoard shows first: Time Series lists groups (the tag's prefix) in
 alphabetical order, so the curves are `loss/` (evaluations) and `minibatch/` (training loss, lr), and
-pictures sort after them under `visuals/`. The diagnoses (diagnostics.py) are one group, `health/`: per layer
-`health/<layer>/<figure>` (the histograms of activations and gradients under the same names, on the Histograms tab),
-per parameter `health/grad_ratio/<name>` and `health/update_ratio/<name>`.
+pictures sort after them under `visuals/`. The diagnoses (diagnostics.py) are one group, `train_health/`, between
+the two: per layer `train_health/<layer>/<figure>` (the histograms of activations and gradients under the same
+names, on the Histograms tab), per parameter `train_health/grad_ratio/<name>` and `train_health/update_ratio/<name>`.
 
 The HParams tab takes its columns from one experiment summary in the logdir, lists the hyper-parameters marked
 `differs` first and ticks the first five: a single run writes every key with the ones the user overrode marked; a
@@ -56,7 +56,7 @@ LAYOUT = {
 
 
 # with diagnoses, a Custom Scalars category of their own: every parameter's update ratio against the rule of thumb
-HEALTH = "health"  # the diagnoses' tag group
+HEALTH = "train_health"  # the diagnoses' tag group: it sorts after loss/ and minibatch/, before visuals/
 HEALTH_LAYOUT = {
     HEALTH: {
         "update/data ratio, log10 (guide: -3)": [
