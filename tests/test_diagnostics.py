@@ -51,7 +51,7 @@ def run(words_file, overrides, steps=40, every=10, hooks=None):
     return s, api.train(s, hooks)
 
 
-@pytest.mark.parametrize("family", list(LAYERS))
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "rnn" else f for f in LAYERS])
 def test_every_family_reports_its_layers_and_parameters(words_file, family):
     """At step 0, every diagnose_every steps and the last step: each tapped layer's figures in range, a grad ratio
     for every parameter, an update ratio for every parameter after the first step."""
@@ -87,11 +87,11 @@ def test_every_family_reports_its_layers_and_parameters(words_file, family):
         ("mlp", "fast", ("train.replicas=2", "optimizer.momentum=0.9")),
         ("deep", "fast", ("optimizer=adamw",)),
         ("wavenet", "fast", ()),
-        ("mlp", "autograd", ()),
+        pytest.param("mlp", "autograd", (), marks=pytest.mark.slow),
         ("deep", "autograd", ("train.replicas=2",)),
-        ("rnn", "autograd", ()),
+        pytest.param("rnn", "autograd", (), marks=pytest.mark.slow),  # the fast tier: GRU, its sibling
         ("gru", "autograd", ()),
-        ("bow", "autograd", ()),
+        pytest.param("bow", "autograd", (), marks=pytest.mark.slow),
         ("transformer", "autograd", ("train.replicas=2",)),  # dropout: torch's generator is left as it was
     ],
 )
