@@ -45,15 +45,17 @@ def load_data(cfg) -> Dataset:
 def loop_settings(cfg, steps: int, eval_threads: int | None = None) -> Loop:
     """The loop's settings from the config's train group; `steps`: what the model trains (0 for a counted one)."""
     t = cfg.train
+    eval_every = eval_interval(t.eval_every, steps)
     return Loop(
         steps=steps,
         batch_size=t.batch_size,
         schedule=schedule.build(cfg.schedule, steps),
         seed=cfg.seed,
-        eval_every=eval_interval(t.eval_every, steps),
+        eval_every=eval_every,
         checkpoint_every=t.checkpoint_every,
         eval_examples=t.eval_examples,
         eval_threads=eval_threads,
+        diagnose_every=eval_every if t.diagnose_every is None else t.diagnose_every,
     )
 
 

@@ -6,8 +6,9 @@ A checkpoint is a plain dict of tensors and builtins, loadable with `torch.load(
     model     the model module's state_dict (format 2's fast-engine {"flat": ...} is unpacked on load)
     vocab     the vocabulary (index 0 is the boundary)
     config    the run's resolved config as a dict
-    progress  train.Progress.state(): step, step seconds, batch RNG, minibatch losses, evaluations, and the
-              engine's optimizer state at the last checkpoint (momentum buffers, AdamW moments and step)
+    progress  train.Progress.state(): step, step seconds, batch RNG, minibatch losses, evaluations, the
+              engine's optimizer state at the last checkpoint (momentum buffers, AdamW moments and step), and the
+              diagnoses' warnings and health state
     engine    which engine trained it (engine.resolve's answer: fast, autograd or count); absent: fast
     step      progress["step"], for a quick look
     words     the words of each split (sampling marks names as seen in training or new)

@@ -198,6 +198,7 @@ class TrainConfig:
     precision: Precision = Precision.fp32
     compile: bool = False  # torch.compile the autograd engine's forward (docs/performance.md: where it pays)
     log_every: int = 100  # steps per TensorBoard minibatch-loss point
+    diagnose_every: Optional[int] = None  # steps between diagnoses (diagnostics.py); null: at every evaluation; 0: off
 
 
 @dataclass
@@ -274,6 +275,8 @@ def validate(cfg: Any) -> None:
     _positive_int(t.checkpoint_every, "train.checkpoint_every")
     _positive_int(t.replicas, "train.replicas")
     _positive_int(t.log_every, "train.log_every")
+    if t.diagnose_every is not None:
+        _positive_int(t.diagnose_every, "train.diagnose_every", 0)
     _positive_int(cfg.samples, "samples", 0)
     if cfg.device.threads < 0:
         raise ConfigError(f"device.threads must be >= 0 (0 = automatic), got {cfg.device.threads}")

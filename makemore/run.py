@@ -37,7 +37,7 @@ def train_run(cfg, out: Path, job: Job) -> dict[str, Any]:
     # From here on the run writes into its dir (bad input has been refused with nothing written).
     log.info("run dir: %s", out)
     assemble.describe(s, job.jobs)
-    tb = TensorBoard(str(out))
+    tb = TensorBoard(str(out), health=s.model.trainable and s.loop.diagnose_every > 0)
     hp = run_hparams(s.conf)
     tb.hparams_start(hp, None if job.overridden is None else hparam_names(job.overridden, hp), job.trial_id)
 

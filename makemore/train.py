@@ -9,6 +9,11 @@ sync, and only then reads its losses back (one sync per segment) to log them and
 Because segment boundaries depend only on the step number and the batch generator is saved in each
 checkpoint (always written at a segment boundary), a resumed run draws exactly the batches of an
 uninterrupted one and ends with bit-identical losses.
+
+With loop.diagnose_every > 0 the loop also diagnoses the model (diagnostics.py) at step 0, at every multiple of it
+and at the last step: the step that ends on a diagnosis runs after a snapshot of the parameters (for its update
+ratio), then the probe runs on a fixed probe batch and hooks.on_diagnose gets its report. The segments, the batches
+and the steps are the same as without: a run with diagnostics ends bit-identical to one without.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import diagnostics
 from .data import Dataset
 from .schedule import Schedule
 
@@ -89,6 +95,7 @@ class Loop:
     checkpoint_every: int  # steps between checkpoints (hooks.on_checkpoint)
     eval_examples: int | None = None  # examples per split a periodic evaluation scores (None: all)
     eval_threads: int | None = None  # torch threads for evaluation (None: as training)
+    diagnose_every: int = 0  # steps between diagnoses (diagnostics.py; also at step 0 and the last step); 0 = none
 
 
 @dataclass
@@ -103,6 +110,8 @@ class Progress:
     evals: list[dict] = field(default_factory=list)  # {"step", "train": [K], "dev": [K]}
     initial_loss: float | None = None  # the first step's minibatch loss (worst replica), for the runaway bound
     optimizer: dict | None = None  # the engine's optimizer state at `step` (engine.state())
+    warnings: list[str] = field(default_factory=list)  # the diagnoses' warnings so far (diagnostics.Health)
+    health: dict | None = None  # diagnostics.Health's state
 
     def minibatch_losses(self) -> torch.Tensor:
         return torch.cat(self.losses) if self.losses else torch.empty(0, 1)
@@ -118,6 +127,8 @@ class Progress:
             "evals": list(self.evals),
             "initial_loss": self.initial_loss,
             "optimizer": self.optimizer,
+            "warnings": list(self.warnings),
+            "health": self.health,
         }
 
     @classmethod
@@ -127,6 +138,8 @@ class Progress:
             initial_loss=state.get("initial_loss"),
             torch_rng=state.get("torch_rng"),
             optimizer=state.get("optimizer"),
+            warnings=list(state.get("warnings", [])),
+            health=state.get("health"),
         )
 
 
@@ -138,6 +151,8 @@ class Hooks:
     def on_eval(self, step: int, losses: dict[str, torch.Tensor]) -> None: ...  # may raise Pruned
 
     def on_checkpoint(self, progress: Progress) -> None: ...
+
+    def on_diagnose(self, step: int, report: diagnostics.Report) -> None: ...  # report.warnings: the new ones
 
 
 EvalSets = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -217,13 +232,10 @@ def _global_rng(state: torch.Tensor | None = None, seed: int | None = None) -> t
 
 
 def _train(engine, data: Dataset, loop: Loop, hooks: Hooks, progress: Progress) -> None:
-    """The segments of engine steps from progress.step to loop.steps, with their evaluations and checkpoints."""
+    """The segments of engine steps from progress.step to loop.steps, with their evaluations, diagnoses and
+    checkpoints."""
     model = engine.model
-    dev = model.device
-    K, V = model.replicas, model.vocab_size
-    Xtr, Ytr = data.X["train"].to(dev), data.Y["train"].to(dev)
-    n_train = Xtr.shape[0]
-    N = loop.batch_size or n_train  # 0 = full batch
+    Xtr, Ytr = data.X["train"].to(model.device), data.Y["train"].to(model.device)
     steps, eval_every, checkpoint_every = loop.steps, loop.eval_every, loop.checkpoint_every
     subsets = eval_subsets(data, loop.eval_examples)
     gen = torch.Generator().manual_seed(loop.seed)
@@ -231,30 +243,21 @@ def _train(engine, data: Dataset, loop: Loop, hooks: Hooks, progress: Progress) 
         gen.set_state(progress.batch_rng)
     # dropout draws from torch's global generator: seeded at the start, restored on resume, so both repeat
     _global_rng(progress.torch_rng, loop.seed)
+    diagnoser = _Diagnoser(model, Xtr, Ytr, loop, hooks, progress) if loop.diagnose_every else None
+    if diagnoser is not None and progress.step == 0:
+        diagnoser(0)  # the initial model
     while progress.step < steps:
         start = progress.step
         end = min(steps, *(start // every * every + every for every in (CHUNK, eval_every, checkpoint_every)))
         S = end - start
-        if loop.batch_size:
-            ix = torch.randint(0, n_train, (S, K, N), generator=gen).to(dev)
-            rows, targets = engine.batches(Xtr, Ytr, ix)
-        else:  # full batch: every step sees all the examples, so build them once
-            rows, targets = engine.batches(Xtr, Ytr, torch.arange(n_train, device=dev).expand(1, K, N))
-            rows, targets = rows * S, targets * S
+        rows, targets = _batches(engine, Xtr, Ytr, loop.batch_size, S, gen)
         lrs = [loop.schedule(s) for s in range(start, end)]
-        picked = torch.empty(S, *engine.slot, device=dev)  # log p(target) per step (and example)
+        picked = torch.empty(S, *engine.slot, device=model.device)  # log p(target) per step (and example)
         t0 = time.perf_counter()
-        for r, y, lr, out in zip(rows, targets, lrs, picked.unbind(0)):
-            engine.step(r, y, lr, out)
-        losses = -picked.view(S, K, -1).mean(2).cpu()  # the segment's one host sync
-        progress.seconds += time.perf_counter() - t0
-        bad = ~torch.isfinite(losses)
-        if bad.any():
-            i = int(bad.any(1).nonzero()[0])
-            raise Diverged(start + i, lrs[i], float(losses[i][bad[i]][0]))
-        if progress.initial_loss is None:
-            progress.initial_loss = float(losses[0].max())
-        check_runaway(losses, start, lrs, divergence_bound(progress.initial_loss, V))
+        probing = _run_steps(engine, rows, targets, lrs, picked, start, diagnoser)
+        losses = -picked.view(S, model.replicas, -1).mean(2).cpu()  # the segment's one host sync
+        progress.seconds += time.perf_counter() - t0 - probing
+        _check_losses(losses, start, lrs, progress, model.vocab_size)
         progress.step = end
         progress.batch_rng = gen.get_state()
         progress.torch_rng = _global_rng()
@@ -270,3 +273,68 @@ def _train(engine, data: Dataset, loop: Loop, hooks: Hooks, progress: Progress) 
                 raise
         if end % checkpoint_every == 0 or end == steps:
             hooks.on_checkpoint(progress)
+
+
+def _batches(engine, X: torch.Tensor, Y: torch.Tensor, batch_size: int, S: int, gen: torch.Generator):
+    """The engine's arguments of a segment's S steps: batch indices for all of them drawn in one call, or (batch_size
+    0) every example at every step."""
+    K = engine.model.replicas
+    if batch_size:
+        ix = torch.randint(0, X.shape[0], (S, K, batch_size), generator=gen).to(X.device)
+        return engine.batches(X, Y, ix)
+    rows, targets = engine.batches(X, Y, torch.arange(X.shape[0], device=X.device).expand(1, K, X.shape[0]))
+    return rows * S, targets * S  # built once
+
+
+def _run_steps(engine, rows, targets, lrs: list[float], picked: torch.Tensor, start: int, diagnoser) -> float:
+    """Engine steps start + 1 .. start + len(lrs), in order on their batches; returns the seconds spent diagnosing
+    between them: a step that ends on a diagnosis runs after a snapshot of the parameters, and the probe follows."""
+    work = list(zip(rows, targets, lrs, picked.unbind(0)))
+    probing, done = 0.0, 0
+    for step in diagnoser.due(start, start + len(work)) if diagnoser is not None else ():
+        for args in work[done : step - start - 1]:
+            engine.step(*args)
+        before = diagnoser.snapshot()
+        engine.step(*work[step - start - 1])
+        t0 = time.perf_counter()
+        diagnoser(step, before, lrs[step - start - 1])
+        probing += time.perf_counter() - t0
+        done = step - start
+    for args in work[done:]:
+        engine.step(*args)
+    return probing
+
+
+def _check_losses(losses: torch.Tensor, start: int, lrs: list[float], progress: Progress, vocab_size: int) -> None:
+    """Raise Diverged on a segment's non-finite or runaway minibatch loss (S, K); note the run's initial loss."""
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        i = int(bad.any(1).nonzero()[0])
+        raise Diverged(start + i, lrs[i], float(losses[i][bad[i]][0]))
+    if progress.initial_loss is None:
+        progress.initial_loss = float(losses[0].max())
+    check_runaway(losses, start, lrs, divergence_bound(progress.initial_loss, vocab_size))
+
+
+class _Diagnoser:
+    """The loop's diagnoses (the module docstring): the probe batch, the health rules, the hooks."""
+
+    def __init__(self, model, X: torch.Tensor, Y: torch.Tensor, loop: Loop, hooks: Hooks, progress: Progress):
+        self.model, self.hooks, self.progress = model, hooks, progress
+        self.every, self.last = loop.diagnose_every, loop.steps
+        self.X, self.Y = diagnostics.probe_batch(X, Y)
+        self.health = diagnostics.Health(model, progress.health)
+
+    def due(self, start: int, end: int) -> list[int]:
+        """The steps start + 1 .. end that end on a diagnosis: the multiples of diagnose_every and the last step."""
+        due = list(range((start // self.every + 1) * self.every, end + 1, self.every))
+        return due + [end] if end == self.last and end not in due else due
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return diagnostics.snapshot(self.model)
+
+    def __call__(self, step: int, before: dict | None = None, lr: float | None = None) -> None:
+        report = diagnostics.probe(self.model, self.X, self.Y, before, step, lr)
+        self.progress.warnings += self.health.check(report)
+        self.progress.health = self.health.state()
+        self.hooks.on_diagnose(step, report)

@@ -59,6 +59,7 @@ def test_defaults_are_the_contract():
     o = cfg.optimizer  # the lecture's plain SGD
     assert (o.name, o.momentum, o.nesterov, o.weight_decay) == ("sgd", 0.0, False, 0.0)
     assert t.eval_every is None and t.checkpoint_every > 0  # null: train.steps / 20
+    assert t.diagnose_every is None  # null: at every evaluation
     assert cfg.seed == 2147483647 and cfg.resume is False
     assert cfg.device.name.value == "auto"
     validate(cfg)
@@ -216,6 +217,7 @@ def test_typos_and_types_fail_at_composition(override):
         (["schedule.lrs=[0.1,0.01,0.001]", "schedule.milestones=[100,100]"], "schedule.milestones"),
         (["schedule=cosine", "schedule.lr=0"], "schedule.lr"),
         (["train.replicas=0"], "train.replicas"),
+        (["train.diagnose_every=-1"], "train.diagnose_every"),
         (["optimizer.weight_decay=-1"], "optimizer.weight_decay"),
         (["optimizer=adamw", "optimizer.weight_decay=-1"], "optimizer.weight_decay"),
         (["optimizer.momentum=1"], "optimizer.momentum"),

@@ -264,7 +264,8 @@ def test_single_run_is_named_by_its_overrides_and_says_where_it_is(tmp_path, wor
 
     (tensor,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(tensor.tensor_proto.string_val[0])
-    charts = [c for cat in layout.category for c in cat.chart]
+    assert [cat.title for cat in layout.category] == ["makemore", "train_health"]  # the diagnoses' charts
+    charts = list(layout.category[0].chart)
     assert list(charts[0].multiline.tag) == [r"^loss/train$", r"^loss/dev$"]
     assert [c.title for c in charts[1:]] == ["minibatch loss", "learning rate"]
     # steps/s: the console's last progress line and the summary give the same figure as metrics.json

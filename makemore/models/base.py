@@ -76,6 +76,11 @@ class LanguageModel(torch.nn.Module):
         """About the multiply-adds of one training step of all replicas (the thread policy reads it)."""
         return 0
 
+    def split_replicas(self, named: dict[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """Tensors keyed like named_parameters() (the parameters, or their gradients or updates) -> each parameter's
+        name in one replica -> its tensor in each replica: here the slices of the leading dimension."""
+        return {name: list(t.unbind(0)) for name, t in named.items()}
+
     def loss(self, X: torch.Tensor, Y: torch.Tensor, train: bool = False) -> torch.Tensor:
         """Per-replica mean cross-entropy, shape (K,)."""
         return replica_losses(self.forward(X, train=train), Y)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .sequence import SequenceModel
+from .taps import tap
 
 
 class BoWNet(nn.Module):
@@ -29,7 +30,10 @@ class BoWNet(nn.Module):
         T = idx.shape[1]
         x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
         x = x + self.average[:T, :T] @ x
-        x = x + self.c_proj(torch.tanh(self.c_fc(x)))
+        pre = self.c_fc(x)
+        h = torch.tanh(pre)
+        tap("mlp", pre, h)  # for diagnostics.probe
+        x = x + self.c_proj(h)
         return self.lm_head(x)
 
 

@@ -21,6 +21,7 @@ import torch
 
 from .base import CHUNK, LanguageModel, chunks
 from .layers import draw_linear, embed, linear, normalize, tanh
+from .taps import tap
 
 NORMS = ("none", "batch", "layer")
 
@@ -48,6 +49,7 @@ class MLP(LanguageModel):
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
         self.replicas, self.norm, self.layers, self.direct = replicas, norm, layers, direct
+        self.init = init  # the recipe it was drawn with (diagnostics name the fix for a bad start)
         self.merges = self.layer_merges()
         K, V, E, H = replicas, vocab_size, emb, hidden
 
@@ -131,6 +133,7 @@ class MLP(LanguageModel):
                 gain, shift = getattr(self, f"gain{i}"), getattr(self, f"shift{i}")
                 hpre = normalize(hpre.float(), self.norm, gain, shift, self.running(i), train)
             x = tanh(hpre)
+            tap(f"layer{i}", hpre, x)  # for diagnostics.probe
         logits = linear(x, self.Wout, self.bout)
         return linear(emb, self.D, acc=logits) if self.direct else logits
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .sequence import SequenceModel
+from .taps import tap
 
 
 class RNNCell(nn.Module):
@@ -20,7 +21,10 @@ class RNNCell(nn.Module):
         self.xh_to_h = nn.Linear(emb + hidden, hidden)
 
     def forward(self, xt: torch.Tensor, hprev: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.xh_to_h(torch.cat([xt, hprev], dim=1)))
+        pre = self.xh_to_h(torch.cat([xt, hprev], dim=1))
+        h = torch.tanh(pre)
+        tap("hidden", pre, h)  # for diagnostics.probe
+        return h
 
 
 class GRUCell(nn.Module):
@@ -33,7 +37,9 @@ class GRUCell(nn.Module):
     def forward(self, xt: torch.Tensor, hprev: torch.Tensor) -> torch.Tensor:
         xh = torch.cat([xt, hprev], dim=1)
         r = torch.sigmoid(self.xh_to_r(xh))  # the reset gate: which channels of h_{t-1} the candidate sees
-        hbar = torch.tanh(self.xh_to_hbar(torch.cat([xt, r * hprev], dim=1)))
+        pre = self.xh_to_hbar(torch.cat([xt, r * hprev], dim=1))
+        hbar = torch.tanh(pre)
+        tap("candidate", pre, hbar)  # for diagnostics.probe: the cell's tanh layer
         z = torch.sigmoid(self.xh_to_z(xh))  # the update gate: how much of each channel is replaced
         return (1 - z) * hprev + z * hbar
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import taps
 from .base import LanguageModel
 
 
@@ -38,7 +39,11 @@ class SequenceModel(LanguageModel):
 
     def forward(self, X: torch.Tensor, train: bool = False) -> torch.Tensor:
         """X: (K, N, T) token rows -> logits (K, N, T, vocab); train=True turns dropout on."""
-        return torch.stack([net(x, train) for net, x in zip(self.nets, X)])
+        logits = []
+        for k, (net, x) in enumerate(zip(self.nets, X)):
+            taps.replica(k)  # a diagnostics probe's record knows whose layers follow
+            logits.append(net(x, train))
+        return torch.stack(logits)
 
     @torch.no_grad()
     def next_char_probs(self, prefix: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -46,6 +51,13 @@ class SequenceModel(LanguageModel):
         read from the last block_size tokens."""
         logits = self.forward(prefix[..., -self.block_size :])[..., -1, :]
         return torch.softmax(logits / temperature, dim=-1)
+
+    def split_replicas(self, named: dict[str, torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """As LanguageModel.split_replicas: `nets.k.<name>` is replica k's <name> (listed in the order of k)."""
+        out: dict[str, list[torch.Tensor]] = {}
+        for name, t in named.items():
+            out.setdefault(name.split(".", 2)[2], []).append(t)
+        return out
 
     def num_params(self) -> int:
         """Parameters of one replica."""

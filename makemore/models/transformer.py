@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .sequence import SequenceModel
+from .taps import tap
 
 
 class CausalSelfAttention(nn.Module):
@@ -30,8 +31,9 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, emb: int, n_head: int, dropout: float):
+    def __init__(self, emb: int, n_head: int, dropout: float, name: str = "block"):
         super().__init__()
+        self.name = name  # what diagnostics call its MLP's GELU layer
         self.ln_1 = nn.LayerNorm(emb)
         self.attn = CausalSelfAttention(emb, n_head, dropout)
         self.ln_2 = nn.LayerNorm(emb)
@@ -41,8 +43,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), train)
-        mlp = self.c_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))  # makemore's NewGELU
-        return x + F.dropout(mlp, self.dropout, train)
+        pre = self.c_fc(self.ln_2(x))
+        h = F.gelu(pre, approximate="tanh")  # makemore's NewGELU
+        tap(self.name, pre, h, tanh=False)  # for diagnostics.probe
+        return x + F.dropout(self.c_proj(h), self.dropout, train)
 
 
 class TransformerNet(nn.Module):
@@ -52,7 +56,7 @@ class TransformerNet(nn.Module):
         super().__init__()
         self.wte = nn.Embedding(vocab_size, emb)
         self.wpe = nn.Embedding(block_size, emb)
-        self.h = nn.ModuleList(Block(emb, n_head, dropout) for _ in range(n_layer))
+        self.h = nn.ModuleList(Block(emb, n_head, dropout, f"block{i}") for i in range(1, n_layer + 1))
         self.ln_f = nn.LayerNorm(emb)
         self.lm_head = nn.Linear(emb, vocab_size, bias=False)
         self.dropout = dropout

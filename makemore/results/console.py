@@ -54,6 +54,9 @@ class Console:
     def message(self, text: str) -> None:
         log.info(text)
 
+    def warning(self, text: str) -> None:
+        log.warning(text)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -13,6 +13,7 @@ metrics.json:
     error                             the one-line message when status is not ok (pruned: the step and why)
     wall_seconds                      the whole job, start to end (data, training, outputs)
     *_std, replica_losses             with replicas > 1
+    warnings                          the diagnoses' one-line warnings (diagnostics.Health), in order; [] if none
     fit                               full-batch runs: fit_check.fit_report
 """
 
@@ -138,6 +139,7 @@ def finish(out: Path, setup, progress: Progress, tb, status: str = "ok", error: 
         status=status,
         error=error,
     )
+    m["warnings"] = list(progress.warnings)
     if done:
         write_samples(out, model, data, conf["samples"], conf["seed"] + 10, progress.step, tb)
         if model.trainable and progress.step > 0:  # an untrained model has no curve and a random map
@@ -153,6 +155,9 @@ def finish(out: Path, setup, progress: Progress, tb, status: str = "ok", error: 
             m["seconds"],
             steps_per_second(progress.step, progress.seconds),
         )
+    if progress.warnings:  # each was logged when it was found, perhaps far up the console
+        n = len(progress.warnings)
+        log.warning("%d health warning%s, in metrics.json's warnings; TensorBoard: train_health/", n, "s" * (n > 1))
     tb.hparams_end(status)
     tb.close()
     return m

@@ -1,5 +1,5 @@
-"""The training loop's hooks for a run: minibatch and evaluation scalars to TensorBoard, progress to the console,
-checkpoints, and a search trial's pruning decision."""
+"""The training loop's hooks for a run: minibatch, evaluation and diagnosis scalars to TensorBoard, progress and
+health warnings to the console, checkpoints, and a search trial's pruning decision."""
 
 from __future__ import annotations
 
@@ -61,3 +61,8 @@ class RunLog(Hooks):
 
     def on_checkpoint(self, progress: Progress) -> None:
         self.save_checkpoint(progress)
+
+    def on_diagnose(self, step: int, report) -> None:
+        self.tb.health(step, report)
+        for text in report.warnings:
+            self.console.warning(text)

@@ -7,10 +7,14 @@ never inside it.
 
 Tag names decide what TensorBoard shows first: Time Series lists groups (the tag's prefix) in
 alphabetical order, so the curves are `loss/` (evaluations) and `minibatch/` (training loss, lr), and
-pictures sort after them under `visuals/`. The HParams tab takes its columns from one experiment summary
-in the logdir, lists the hyper-parameters marked `differs` first and ticks the first five: a single run
-writes every key with the ones the user overrode marked; a sweep writes one summary in its root dir
-(`sweep_hparams`) listing only the keys it varies, and its jobs write none of their own.
+pictures sort after them under `visuals/`. The diagnoses (diagnostics.py) are one group, `train_health/`, between
+the two: per layer `train_health/<layer>/<figure>` (the histograms of activations and gradients under the same
+names, on the Histograms tab), per parameter `train_health/grad_ratio/<name>` and `train_health/update_ratio/<name>`.
+
+The HParams tab takes its columns from one experiment summary in the logdir, lists the hyper-parameters marked
+`differs` first and ticks the first five: a single run writes every key with the ones the user overrode marked; a
+sweep writes one summary in its root dir (`sweep_hparams`) listing only the keys it varies, and its jobs write none of
+their own.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from collections.abc import Iterable
 
 import torch
+
+from ..diagnostics import UPDATE_TARGET
 
 
 def flat_hparams(cfg: dict, prefix: str = "") -> dict[str, object]:
@@ -45,6 +51,22 @@ LAYOUT = {
         "loss: train and dev": ["Multiline", [r"^loss/train$", r"^loss/dev$"]],
         "minibatch loss": ["Multiline", [r"^minibatch/loss$"]],
         "learning rate": ["Multiline", [r"^minibatch/lr$"]],
+    }
+}
+
+
+# with diagnoses, a Custom Scalars category of their own: every parameter's update ratio against the rule of thumb
+HEALTH = "train_health"  # the diagnoses' tag group: it sorts after loss/ and minibatch/, before visuals/
+HEALTH_LAYOUT = {
+    HEALTH: {
+        "update/data ratio, log10 (guide: -3)": [
+            "Multiline",
+            [rf"^{HEALTH}/update_ratio/", rf"^{HEALTH}/update_ratio_guide$"],
+        ],
+        "saturated tanh units (share)": ["Multiline", [rf"^{HEALTH}/[^/]+/saturated$"]],
+        "dead tanh units (share)": ["Multiline", [rf"^{HEALTH}/[^/]+/dead$"]],
+        "activation std": ["Multiline", [rf"^{HEALTH}/[^/]+/act_std$"]],
+        "grad/data ratio": ["Multiline", [rf"^{HEALTH}/grad_ratio/"]],
     }
 }
 
@@ -112,11 +134,12 @@ def sweep_hparams(sweep_dir: str, swept: list[str]) -> None:
 class TensorBoard:
     """One run's events, all in the run dir itself (so TensorBoard names the run by its dir)."""
 
-    def __init__(self, logdir: str):
+    def __init__(self, logdir: str, health: bool = False):
+        """health: the run is diagnosed (its Custom Scalars layout has the health charts)."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=logdir)
-        self.writer.add_custom_scalars(LAYOUT)
+        self.writer.add_custom_scalars(LAYOUT | HEALTH_LAYOUT if health else LAYOUT)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Several scalars in one event (one protobuf, one CRC)."""
@@ -124,6 +147,20 @@ class TensorBoard:
 
         summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items()])
         self.writer.file_writer.add_summary(summary, step)
+
+    def health(self, step: int, report) -> None:
+        """A diagnosis (diagnostics.Report): its scalars in one event, a guide series at the rule of thumb for the
+        update-ratio chart, and the histograms."""
+        values = {f"{HEALTH}/loss": report.loss, f"{HEALTH}/update_ratio_guide": UPDATE_TARGET}
+        for layer, figures in report.layers.items():
+            values |= {f"{HEALTH}/{layer}/{k}": v for k, v in figures.items()}
+        values |= {f"{HEALTH}/grad_ratio/{k}": v for k, v in report.grad_ratio.items()}
+        values |= {f"{HEALTH}/update_ratio/{k}": v for k, v in report.update_ratio.items()}
+        self.scalars(step, values)
+        for tag, t in report.histograms.items():
+            t = t[torch.isfinite(t)]
+            if t.numel():
+                self.writer.add_histogram(f"{HEALTH}/{tag}", t, step)
 
     def hparams_start(self, hparams: dict[str, object], first: Iterable[str] | None = None, trial_id: str = "") -> None:
         """The run's HParams record (its metrics are the `loss/` scalars, so a run shows in the table
