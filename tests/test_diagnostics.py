@@ -51,7 +51,9 @@ def run(words_file, overrides, steps=40, every=10, hooks=None):
     return s, api.train(s, hooks)
 
 
-@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "rnn" else f for f in LAYERS])
+@pytest.mark.parametrize(
+    "family", [f if f in ("mlp", "wavenet") else pytest.param(f, marks=pytest.mark.slow) for f in LAYERS]
+)
 def test_every_family_reports_its_layers_and_parameters(words_file, family):
     """At step 0, every diagnose_every steps and the last step: each tapped layer's figures in range, a grad ratio
     for every parameter, an update ratio for every parameter after the first step."""
@@ -84,15 +86,17 @@ def test_every_family_reports_its_layers_and_parameters(words_file, family):
     "family, engine, extra",
     [
         ("mlp", "fast", ()),
-        ("mlp", "fast", ("train.replicas=2", "optimizer.momentum=0.9")),
-        ("deep", "fast", ("optimizer=adamw",)),
+        pytest.param("mlp", "fast", ("train.replicas=2", "optimizer.momentum=0.9"), marks=pytest.mark.slow),
+        pytest.param("deep", "fast", ("optimizer=adamw",), marks=pytest.mark.slow),
         ("wavenet", "fast", ()),
         pytest.param("mlp", "autograd", (), marks=pytest.mark.slow),
         ("deep", "autograd", ("train.replicas=2",)),
-        pytest.param("rnn", "autograd", (), marks=pytest.mark.slow),  # the fast tier: GRU, its sibling
-        ("gru", "autograd", ()),
+        pytest.param("rnn", "autograd", (), marks=pytest.mark.slow),
+        pytest.param("gru", "autograd", (), marks=pytest.mark.slow),
         pytest.param("bow", "autograd", (), marks=pytest.mark.slow),
-        ("transformer", "autograd", ("train.replicas=2",)),  # dropout: torch's generator is left as it was
+        pytest.param(
+            "transformer", "autograd", ("train.replicas=2",), marks=pytest.mark.slow
+        ),  # dropout: torch's generator is left as it was
     ],
 )
 def test_diagnoses_leave_the_trajectory_bit_identical(words_file, family, engine, extra):

@@ -54,6 +54,7 @@ def test_the_pages_hold_commands():
     assert len(found) > 40 and {m for _, m, _ in found} >= {"makemore.run", "makemore.sample", "makemore.report"}
 
 
+@pytest.mark.slow
 def test_every_documented_command_composes():
     """A renamed key or preset breaks this test, not a user: each run/lr_find command's first job composes through
     Hydra's compose API (conf/, the presets, the sweeper and launcher groups) and passes the range checks."""
@@ -117,6 +118,7 @@ def test_the_api_sets_the_clis_threads():
     assert torch.get_num_threads() == run.train_threads == 1  # the lecture's small step: one thread, as the CLI
 
 
+@pytest.mark.slow
 def test_the_notebook_runs(monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
