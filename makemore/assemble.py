@@ -42,6 +42,18 @@ def load_data(cfg) -> Dataset:
     return load(d.path, list(d.splits), d.seed, cfg.model.block_size, d.limit_words, models.inputs(kind))
 
 
+EVAL_FLOOR = 10_000  # a periodic evaluation's smallest subset per split: a dev curve with ~0.01 noise
+
+
+def periodic_examples(cap: int | None, eval_every: int, batch_size: int) -> int | None:
+    """Examples per split a periodic evaluation scores: at most what training reads between two of them
+    (eval_every x batch_size, at least EVAL_FLOOR), within train.eval_examples (None: all). Then a short run's
+    periodic evaluations cost a fraction of its training instead of most of its time; the last one scores all."""
+    if cap is None or batch_size == 0:  # all, asked for; or full batch, where every step reads every example
+        return cap
+    return min(cap, max(EVAL_FLOOR, eval_every * batch_size))
+
+
 def loop_settings(cfg, steps: int, eval_threads: int | None = None) -> Loop:
     """The loop's settings from the config's train group; `steps`: what the model trains (0 for a counted one)."""
     t = cfg.train
@@ -53,7 +65,7 @@ def loop_settings(cfg, steps: int, eval_threads: int | None = None) -> Loop:
         seed=cfg.seed,
         eval_every=eval_every,
         checkpoint_every=t.checkpoint_every,
-        eval_examples=t.eval_examples,
+        eval_examples=periodic_examples(t.eval_examples, eval_every, t.batch_size),
         eval_threads=eval_threads,
         diagnose_every=eval_every if t.diagnose_every is None else t.diagnose_every,
     )

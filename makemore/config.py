@@ -190,7 +190,7 @@ class TrainConfig:
     steps: int = 200000
     batch_size: int = 32  # 0 = full batch (every training example every step)
     eval_every: Optional[int] = None  # null: train.steps / 20 (20 evaluations per run)
-    eval_examples: Optional[int] = 1000000  # examples per split a periodic evaluation scores (null: all)
+    eval_examples: Optional[int] = 1000000  # per split: periodic evaluations score <= this, <= eval_every x batch
     eval_test: bool = False  # also evaluate the test split at the end
     checkpoint_every: int = 10000  # steps between checkpoints (and one at the end)
     replicas: int = 1  # K models side by side, replica k seeded seed + k, with its own batches
