@@ -62,3 +62,15 @@ def test_log_lines_do_not_break_the_progress_bar(tmp_path, words_file):
             -1
         ]  # what is left on screen after carriage returns (a pty ends lines with \r\n)
         assert visible.startswith("["), repr(line)
+
+
+def test_the_bar_shows_one_rate(capsys):
+    """tqdm's own wall-clock rate (it/s, step/s) is left out: the bar's one rate is the run's steps/s."""
+    from makemore.results.console import Console
+
+    with Console(1000, tty=True) as c:
+        c.update(500, 2.1234, 0.1, 6139.0)
+        c.bar.refresh()
+    err = capsys.readouterr().err
+    assert "500/1000" in err and "loss=2.1234, lr=0.1, 6139 steps/s" in err
+    assert "it/s" not in err and "step/s" not in err.replace("steps/s", "")

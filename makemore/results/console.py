@@ -26,7 +26,9 @@ class Console:
         if self.tty and total:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+            # one rate on the bar: the project's steps/s (of step time) in the postfix, not tqdm's wall-clock rate
+            fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+            self.bar = tqdm(total=total, initial=start, dynamic_ncols=True, file=sys.stderr, bar_format=fmt)
 
     def __enter__(self) -> Console:
         if self.bar is not None:
