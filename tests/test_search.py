@@ -430,7 +430,7 @@ def test_a_pruned_run_stops_at_that_evaluation_and_checkpoints_there(tmp_path, t
 
 
 def test_the_results_table_counts_pruned_trials():
-    row = dict(params=10, train_loss=2.0, dev_loss=2.5, train_loss_std=None, dev_loss_std=None, seconds=1.0)
+    row = dict(params=10, train_loss=2.0, dev_loss=2.5, train_loss_std=None, dev_loss_std=None, wall_seconds=1.0)
     rows = [
         {**row, "job": "0_a", "knobs": {"x": 1}, "status": "ok", "error": None},
         {**row, "job": "1_b", "knobs": {"x": 2}, "status": "pruned", "error": "stopped at step 100 by the median"},

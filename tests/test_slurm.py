@@ -87,7 +87,7 @@ def slurm_jobs(sweep: Path) -> dict[str, str]:
 
 def md_rows(sweep: Path) -> list[str]:
     lines = (sweep / "results.md").read_text().splitlines()
-    return [row for row in lines if row.startswith("| ") and not row.startswith("| #")]
+    return [row for row in lines if row.startswith("| ") and not row.startswith("| job #")]
 
 
 def test_a_grid_runs_as_slurm_jobs(cluster, tmp_path, words_file):

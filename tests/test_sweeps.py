@@ -29,7 +29,7 @@ def md_rows(sweep: Path):
     return [
         row
         for row in (sweep / "results.md").read_text().splitlines()
-        if row.startswith("| ") and not row.startswith("| #")
+        if row.startswith("| ") and not row.startswith("| job #")
     ]
 
 
@@ -67,10 +67,14 @@ def test_grid_table_best_first_and_heatmap(grid):
     assert len(rows) == 4
     devs = [float(row.split("|")[5]) for row in rows]
     assert devs == sorted(devs)
+    # the first column is each job's number (the console's [#n]), not its rank: Hydra numbers the grid's points
+    # in the order of the overrides, emb varying fastest
+    nums = {int(row.split("|")[1]): row.split("|")[2].strip() for row in rows}
+    assert sorted(nums) == [0, 1, 2, 3] and "model.emb=4" in nums[1] and "model.hidden=16" in nums[2]
     assert "model.emb=" in rows[0] and "model.hidden=" in rows[0]
     assert (sweep / "heatmap.png").stat().st_size > 5000
     csv_lines = (sweep / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("job,model.emb,model.hidden,params,train_loss") and len(csv_lines) == 5
+    assert csv_lines[0].startswith("job,num,model.emb,model.hidden,params,train_loss") and len(csv_lines) == 5
     assert "4/4 jobs finished" in r.stdout
 
 

@@ -57,13 +57,14 @@ def read_job(job: Path, sweep_dir: Path) -> dict[str, Any]:
             knobs[key] = _value(value)
     row: dict[str, Any] = {
         "job": str(job.relative_to(sweep_dir)),
+        "num": _job_num(job),
         "knobs": knobs,
         "params": None,
         "train_loss": None,
         "dev_loss": None,
         "train_loss_std": None,
         "dev_loss_std": None,
-        "seconds": None,
+        "wall_seconds": None,
         "status": "missing",
         "error": None,
     }
@@ -71,8 +72,18 @@ def read_job(job: Path, sweep_dir: Path) -> dict[str, Any]:
     if m is not None:
         for k in ("params", "train_loss", "dev_loss", "train_loss_std", "dev_loss_std", "error", "status"):
             row[k] = m.get(k)
-        row["seconds"] = m.get("wall_seconds", m.get("seconds"))  # the job's own time, start to end
+        row["wall_seconds"] = m.get("wall_seconds")  # the job's own time, start to end (metrics.json's "seconds"
+        # is its training steps' alone)
     return row
+
+
+def _job_num(job: Path) -> int | None:
+    """The job's number in its sweep (Hydra's hydra.job.num: the console's [#n], TensorBoard's trial id)."""
+    try:
+        num = (yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text()) or {}).get("hydra", {})["job"]["num"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return num if isinstance(num, int) else None
 
 
 def _finite(x: Any) -> bool:
@@ -98,16 +109,18 @@ def _fmt(x: Any, std: Any = None) -> str:
     return f"{x:.4f}" + (f" ± {std:.4f}" if _finite(std) else "")
 
 
-COLUMNS = ("params", "train_loss", "train_loss_std", "dev_loss", "dev_loss_std", "seconds", "status", "error")
+COLUMNS = ("params", "train_loss", "train_loss_std", "dev_loss", "dev_loss_std", "wall_seconds", "status", "error")
 
 
 def to_csv(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["job", *keys, *COLUMNS])
+    w.writerow(["job", "num", *keys, *COLUMNS])
     cell = lambda x: "" if x is None else x  # noqa: E731  (a loss of 0.0 stays 0.0)
     for r in rows:
-        w.writerow([r["job"], *(r["knobs"].get(k, "") for k in keys), *(cell(r[c]) for c in COLUMNS)])
+        w.writerow(
+            [r["job"], cell(r.get("num")), *(r["knobs"].get(k, "") for k in keys), *(cell(r[c]) for c in COLUMNS)]
+        )
     return buf.getvalue()
 
 
@@ -116,17 +129,18 @@ def to_markdown(rows: Sequence[dict[str, Any]], title: str, keys: Sequence[str] 
     lines = [
         f"# {title}",
         "",
-        "| # | overrides | params | train loss | dev loss | seconds | status |",
+        "| job # | overrides | params | train loss | dev loss | wall seconds | status |",
         "|---|---|---|---|---|---|---|",
     ]
-    for i, r in enumerate(rows, 1):
+    for r in rows:  # best dev loss first; each row keeps its job number (the console's [#n])
         # a key a job does not set (a conditional one of a search) is left out of its row
         shown = {k: r["knobs"][k] for k in keys if k in r["knobs"]} if keys else r["knobs"]
         over = ",".join(f"{k}={_short(v)}" for k, v in shown.items()) or r["job"]
         status = r["status"] + (f": {r['error']}" if r["error"] and r["status"] != "ok" else "")
         lines.append(
-            f"| {i} | {over} | {r['params'] or ''} | {_fmt(r['train_loss'], r['train_loss_std'])} | "
-            f"{_fmt(r['dev_loss'], r['dev_loss_std'])} | {r['seconds'] if r['seconds'] is not None else ''} | "
+            f"| {'' if r.get('num') is None else r['num']} | {over} | {r['params'] or ''} | "
+            f"{_fmt(r['train_loss'], r['train_loss_std'])} | {_fmt(r['dev_loss'], r['dev_loss_std'])} | "
+            f"{'' if r['wall_seconds'] is None else r['wall_seconds']} | "
             f"{status.replace('|', '/')} |"
         )
     ok = sum(r["status"] == "ok" for r in rows)
