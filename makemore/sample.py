@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -52,6 +53,16 @@ def classify(words: Sequence[str], splits: dict[str, Sequence[str]]) -> list[str
     return [next((s for s in SPLITS if w in sets[s]), "new") for w in words]
 
 
+def _not_a_sweep(path: Path) -> None:
+    """A sweep's dir holds its jobs' run dirs, not a checkpoint: name them (a few) instead of 'no checkpoint'."""
+    if not path.is_dir() or (path / "checkpoint.pt").exists():
+        return
+    jobs = sorted(p.parent for p in path.glob("*/checkpoint.pt"))
+    if jobs:
+        shown = "  ".join(str(j) for j in jobs[:5]) + (f"  ... ({len(jobs)} in all)" if len(jobs) > 5 else "")
+        raise ConfigError(f"{path} is a sweep: sample from one of its jobs' run dirs: {shown}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m makemore.sample", description="Sample words from a trained run's checkpoint.pt."
@@ -69,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.n < 1:
             raise ConfigError(f"-n must be >= 1, got {args.n}")
+        _not_a_sweep(Path(args.run_dir))
         state = checkpoint.load(args.run_dir)
         model, vocab = from_checkpoint(state)
         if not 0 <= args.replica < model.replicas:

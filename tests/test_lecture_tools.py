@@ -106,6 +106,18 @@ def test_sample_from_a_checkpoint(tmp_path):
     assert pre.returncode == 0 and all(line.startswith("is") for line in pre.stdout.splitlines()[:-1])
 
 
+def test_sample_on_a_sweep_dir_names_its_jobs(tmp_path, capsys):
+    from makemore.sample import main
+
+    for job in ("a", "b"):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "checkpoint.pt").write_bytes(b"")
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a sweep: sample from one of its jobs' run dirs" in err
+    assert str(tmp_path / "a") in err and str(tmp_path / "b") in err
+
+
 def test_classify():
     splits = {"train": ["emma", "ava"], "dev": ["mia"], "test": ["zoe"]}
     assert classify(["emma", "mia", "zoe", "xqz"], splits) == ["train", "dev", "test", "new"]
