@@ -259,15 +259,16 @@ def test_single_run_is_named_by_its_overrides_and_says_where_it_is(tmp_path, wor
     # every run has a curve: 300 steps with the default eval_every give 20 dev points
     acc = events(run)
     assert len(acc.Scalars("loss/dev")) == 20 and "evaluation every 15 steps" in out
-    # the Custom Scalars layout: train and dev loss on one chart, then minibatch loss and lr
+    # the Custom Scalars layout: dev and train loss on charts of their own (lines are coloured by run), then
+    # minibatch loss and lr
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     (tensor,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(tensor.tensor_proto.string_val[0])
     assert [cat.title for cat in layout.category] == ["makemore", "train_health"]  # the diagnoses' charts
     charts = list(layout.category[0].chart)
-    assert list(charts[0].multiline.tag) == [r"^loss/train$", r"^loss/dev$"]
-    assert [c.title for c in charts[1:]] == ["minibatch loss", "learning rate"]
+    assert [list(c.multiline.tag) for c in charts[:2]] == [[r"^loss/dev$"], [r"^loss/train$"]]
+    assert [c.title for c in charts] == ["dev loss", "train loss", "minibatch loss", "learning rate"]
     # steps/s: the console's last progress line and the summary give the same figure as metrics.json
     sps = metrics(run)["steps_per_second"]
     (bar,) = re.findall(r"step 300/300 .* (\d+) steps/s", out)

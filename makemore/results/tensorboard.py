@@ -45,10 +45,12 @@ def flat_hparams(cfg: dict, prefix: str = "") -> dict[str, object]:
 
 # what the HParams tab reports for each run: the last value of these scalars (the final evaluation)
 METRICS = {"loss/train": "train loss", "loss/dev": "dev loss"}
-# the Custom Scalars tab: train and dev loss on one chart, then the minibatch loss and the lr
+# the Custom Scalars tab: the dev and the train loss, then the minibatch loss and the lr; the two losses have a chart
+# each, because a Multiline chart colours its lines by run only (one colour, one marker for a run's train and dev)
 LAYOUT = {
     "makemore": {
-        "loss: train and dev": ["Multiline", [r"^loss/train$", r"^loss/dev$"]],
+        "dev loss": ["Multiline", [r"^loss/dev$"]],
+        "train loss": ["Multiline", [r"^loss/train$"]],
         "minibatch loss": ["Multiline", [r"^minibatch/loss$"]],
         "learning rate": ["Multiline", [r"^minibatch/lr$"]],
     }
