@@ -175,7 +175,7 @@ def check_resume(
         for leaf, was, now in _differences(_pick(state["config"], key), _pick(conf, key), key):
             raise ConfigError(
                 f"resume: {where} was written with {leaf}={_text(was)}, this run has {leaf}={_text(now)}; resume "
-                f"with the same {leaf} (only keys outside {', '.join(compared)} may change), or start a new run"
+                f"with the same {leaf}, or start a new run (a resume may change train.steps, not {', '.join(compared)})"
             )
     if engine not in (None, "count") and state.get("engine", "fast") != engine:
         raise ConfigError(

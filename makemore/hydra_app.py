@@ -332,9 +332,46 @@ def leave_as_found(out: Path) -> None:
 # -- the sweep callbacks (conf/config.yaml: hydra.callbacks) ----------------------------------------------------
 
 
+def check_swept_keys(config: Any, keys: list[str]) -> None:
+    """Refuse a swept key the schema does not have (`model.hiden=3,4`, `+model.hiden=3,4`: Hydra composes the
+    sweep's config without its swept values, so check_known_keys cannot see them). Keys under a swept group
+    (`model=mlp,wavenet`) are left to each job, whose schema depends on the option."""
+    from omegaconf import DictConfig, OmegaConf
+
+    choices = set(config.hydra.runtime.choices or {})
+    groups = {k for k in keys if k in choices}
+    for key in keys:
+        parts = key.split(".")
+        if key in choices or parts[0] in groups or parts[0] == "hydra":
+            continue
+        node = config
+        for i, part in enumerate(parts):
+            fields = getattr(OmegaConf.get_type(node), "__dataclass_fields__", None)
+            if fields is not None and part not in fields:
+                raise ConfigError(unknown_key(".".join(parts[: i + 1]), OmegaConf.get_type(node)))
+            node = node._get_node(part) if part in node else None
+            if not isinstance(node, DictConfig) or node._is_missing() or node._is_none():
+                break
+
+
+_new_sweeps: list[Path] = []  # the sweep dir this process made (SweepCheck) and its new parents, deepest first
+
+
+def discard_new_sweeps() -> None:
+    """A multirun refused for bad input (before any job wrote into it) leaves no sweep dir behind."""
+    import shutil
+
+    if _new_sweeps and _new_sweeps[0].is_dir() and not any(p.is_dir() for p in _new_sweeps[0].iterdir()):
+        shutil.rmtree(_new_sweeps[0], ignore_errors=True)
+        for parent in _new_sweeps[1:]:  # the parents it made, while empty
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+
 def refuse(message: str) -> None:
     """Stop a multirun before any job, in one line (an exception in a callback would only become a warning:
     Hydra catches callback errors)."""
+    discard_new_sweeps()
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
@@ -359,10 +396,12 @@ class SweepCheck(Callback):
                    f"run one sweep per {key}")  # fmt: skip
         try:
             check_known_keys(config)
+            check_swept_keys(config, swept_keys(task, params))
         except ConfigError as e:
             refuse(str(e))
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
+            _new_sweeps.extend(p.resolve() for p in [sweep_dir, *sweep_dir.parents] if not p.exists())
             sweep_dir.mkdir(parents=True, exist_ok=True)
             resume.sweep_id(sweep_dir, create=True)
         except OSError as e:
@@ -529,6 +568,7 @@ def command(task: Callable[[Any, Job], Any]) -> Callable[[], None]:
             message = hydra_error(e)
             if message is None:
                 raise
+            discard_new_sweeps()
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 

@@ -125,8 +125,8 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     "change, needle",
     [
         (lambda c: c["model"].update(hidden=9), "written with model.hidden=8, this run has model.hidden=9"),
-        (lambda c: c.update(seed=2), "with seed=7, this run has seed=2"),
-        (lambda c: c["train"].update(batch_size=16), "with train.batch_size=32, this run has train.batch_size=16"),
+        (lambda c: c.update(seed=2), "with seed=1, this run has seed=2"),
+        (lambda c: c["train"].update(batch_size=16), "with train.batch_size=8, this run has train.batch_size=16"),
         (lambda c: c["train"].update(steps=10), "at step 40, beyond train.steps=10"),
         # a cosine schedule's lr depends on train.steps: a longer run would change the past's lrs
         (
