@@ -60,7 +60,8 @@ def run_state(
 
 def save(path: Path | str, state: dict[str, Any]) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over the old one, so a
-    kill at any moment leaves either the previous checkpoint or the new one, never half of one."""
+    kill at any moment leaves either the previous checkpoint or the new one, never half of one (the temporary
+    file a killed writer left goes with the next save)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -75,6 +76,8 @@ def save(path: Path | str, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(path.name + ".*.tmp"):  # a killed process's half-written one (SIGKILL)
+        stale.unlink(missing_ok=True)
 
 
 def load(path: Path | str) -> dict[str, Any]:
