@@ -288,7 +288,7 @@ def test_a_continued_study_reruns_its_interrupted_trials_and_refuses_another_com
     done_params = done.params
     pruned.report(3.0, 100)
     study.tell(pruned, state=TrialState.PRUNED)
-    run_dir = tmp_path / "sweep" / "2_model.emb=4"  # the killed trial's job dir (config.job_name)
+    run_dir = tmp_path / "sweep" / "2_model.emb-4"  # the killed trial's job dir (config.job_name)
     run_dir.mkdir()
     assert search.finished(study) == 2
 
