@@ -12,6 +12,7 @@ A checkpoint is a plain dict of tensors and builtins, loadable with `torch.load(
     engine    which engine trained it (engine.resolve's answer: fast, autograd or count); absent: fast
     step      progress["step"], for a quick look
     words     the words of each split (sampling marks names as seen in training or new)
+    overrides the command-line overrides of the run that wrote it (`resume=PATH` replays them); absent before
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ FORMAT = 3
 
 # what must match for a resumed run to continue the same trajectory
 COMPARED_ON_RESUME = ("data", "model", "schedule", "seed", "train.replicas", "train.batch_size", "optimizer")
+# keys under those that only change how the run is evaluated, not its trajectory: they may change on resume
+EVALUATION_ONLY = ("model.bn_eval",)
 
 
-def run_state(model, data, conf: dict[str, Any], progress, engine: str = "fast") -> dict[str, Any]:
-    """The checkpoint of a run at `progress`: its model, data (vocabulary and words), resolved config and the
-    engine that trains it (engine.resolve's answer)."""
+def run_state(
+    model, data, conf: dict[str, Any], progress, engine: str = "fast", overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """The checkpoint of a run at `progress`: its model, data (vocabulary and words), resolved config, the
+    engine that trains it (engine.resolve's answer) and the command line's overrides."""
     return {
         "format": FORMAT,
         "engine": engine,
@@ -50,12 +55,14 @@ def run_state(model, data, conf: dict[str, Any], progress, engine: str = "fast")
         "progress": progress.state(),
         "step": progress.step,
         "words": data.words,
+        "overrides": list(overrides or []),
     }
 
 
 def save(path: Path | str, state: dict[str, Any]) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over the old one, so a
-    kill at any moment leaves either the previous checkpoint or the new one, never half of one."""
+    kill at any moment leaves either the previous checkpoint or the new one, never half of one (the temporary
+    file a killed writer left goes with the next save)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -70,6 +77,8 @@ def save(path: Path | str, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(path.name + ".*.tmp"):  # a killed process's half-written one (SIGKILL)
+        stale.unlink(missing_ok=True)
 
 
 def load(path: Path | str) -> dict[str, Any]:
@@ -162,39 +171,53 @@ def _load_format_1(path: Path) -> dict[str, Any]:
 def check_resume(
     state: dict[str, Any], conf: dict[str, Any], vocab: list[str], where: Path, engine: str | None = None
 ) -> None:
-    """Refuse to continue a checkpoint on a different trajectory: another config (COMPARED_ON_RESUME; with a
-    cosine schedule also train.steps, which shapes the lr), another vocabulary, or a step past train.steps."""
+    """Refuse to continue a checkpoint on a different trajectory: another config (COMPARED_ON_RESUME, each key
+    named; with a cosine schedule also train.steps, which shapes the lr), another vocabulary, or a step past
+    train.steps."""
     compared = COMPARED_ON_RESUME + (("train.steps",) if conf["schedule"]["name"] == "cosine" else ())
     for key in compared:
-        if _pick(state["config"], key) != _pick(conf, key):
+        for leaf, was, now in _differences(_pick(state["config"], key), _pick(conf, key), key):
             raise ConfigError(
-                f"resume=true: {where} was written with a different `{key}`; "
-                f"resume with the same {key} or use a new hydra.run.dir"
+                f"resume: {where} was written with {leaf}={_text(was)}, this run has {leaf}={_text(now)}; resume "
+                f"with the same {leaf}, or start a new run (a resume may change train.steps, not {', '.join(compared)})"
             )
     if engine not in (None, "count") and state.get("engine", "fast") != engine:
         raise ConfigError(
-            f"resume=true: {where} was trained by the {state.get('engine', 'fast')} engine, this run would use "
+            f"resume: {where} was trained by the {state.get('engine', 'fast')} engine, this run would use "
             f"the {engine} engine; resume with train.engine={state.get('engine', 'fast')}"
         )
     if state["vocab"] != vocab:
-        raise ConfigError(f"resume=true: data.path gives a different vocabulary than {where} was trained on")
+        raise ConfigError(f"resume: data.path gives a different vocabulary than {where} was trained on")
     if state["step"] > conf["train"]["steps"]:
-        raise ConfigError(
-            f"resume=true: {where} is at step {state['step']}, beyond train.steps={conf['train']['steps']}"
-        )
+        raise ConfigError(f"resume: {where} is at step {state['step']}, beyond train.steps={conf['train']['steps']}")
+
+
+def _differences(was: Any, now: Any, key: str):
+    """(leaf key, old value, new value) where two configs differ below `key`, EVALUATION_ONLY keys left out."""
+    if key in EVALUATION_ONLY:
+        return
+    if isinstance(was, dict) and isinstance(now, dict):
+        for k in list(was) + [k for k in now if k not in was]:
+            yield from _differences(was.get(k), now.get(k), f"{key}.{k}")
+    elif was != now:
+        yield key, was, now
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value).replace(" ", "") if isinstance(value, list) else str(value)
 
 
 def resume(path: Path, model, conf: dict[str, Any], vocab: list[str], engine: str | None = None):
     """The progress to continue from: the checkpoint's (its parameters loaded into `model`, its optimizer state in
-    the progress, which train.fit hands the engine), or a fresh start (with a warning) when there is none."""
+    the progress, which train.fit hands the engine). ConfigError where there is none, or it was written on
+    another trajectory (check_resume)."""
     from .train import Progress
 
     if not path.is_file():
-        log.warning(
-            "resume=true but %s does not exist: starting from scratch (to resume a run, pass its dir as hydra.run.dir)",
-            path,
+        raise ConfigError(
+            f"resume=true: there is no checkpoint to continue, {path} does not exist; pass the dir of a run as "
+            "resume=PATH (or as hydra.run.dir=PATH with resume=true), or leave resume out to start a new run"
         )
-        return Progress()
     state = load(path)
     check_resume(state, conf, vocab, path, engine)
     model.load_state_dict(state["model"])

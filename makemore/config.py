@@ -41,6 +41,11 @@ class Norm(Enum):
     layer = "layer"
 
 
+class BNEval(Enum):
+    running = "running"  # the running statistics training keeps (momentum BN_MOMENTUM): they lag the weights
+    calibrated = "calibrated"  # statistics of the current weights over the evaluation's training examples
+
+
 class Engine(Enum):
     auto = "auto"  # fast where it supports the config, else autograd
     fast = "fast"  # the hand-derived step (step.py)
@@ -83,6 +88,7 @@ class MLPConfig:
     norm: Norm = Norm.none
     layers: int = 1  # tanh hidden layers of width `hidden` (the norm applies to each)
     direct: bool = False  # Bengio et al. 2003's direct connections from the embeddings to the output layer
+    bn_eval: BNEval = BNEval.calibrated  # with norm=batch: the statistics evaluation normalizes by
 
 
 @dataclass
@@ -103,6 +109,7 @@ class WaveNetConfig:
     hidden: int = 128  # units per level
     init: Init = Init.scaled
     norm: Norm = Norm.batch
+    bn_eval: BNEval = BNEval.calibrated  # with norm=batch: the statistics evaluation normalizes by
 
 
 @dataclass

@@ -8,9 +8,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,19 +97,27 @@ UNNAMED_KEYS = (
 
 
 def job_name(override_dirname: str, task_overrides: Any, num: Any = None, sweeper: Any = None) -> str:
-    """A sweep job's dir (its `hydra.sweep.subdir`): its overrides (UNNAMED_KEYS left out), plus a `/seed=N`
+    """A sweep job's dir (its `hydra.sweep.subdir`): its overrides (UNNAMED_KEYS left out), plus a `/seed-N`
     level when the seed is swept, so that jobs differing only in seed never share a dir. Optuna's trials may
     repeat a point, so there the trial number leads: `<num>_<overrides>`."""
     seeds = [o for o in (task_overrides or []) if str(o).startswith("seed=")]
     name = override_dirname or "defaults"
     if "optuna" in str(sweeper or "").lower():
-        return short_name(f"{num}_{override_dirname}")
-    return short_name(name) + "/" + seeds[0] if seeds else short_name(name)
+        return short_name(safe_name(f"{num}_{override_dirname}"))
+    return short_name(safe_name(name)) + ("/" + safe_name(seeds[0]) if seeds else "")
+
+
+def safe_name(text: str) -> str:
+    """A dir name that Hydra's override grammar and a shell take unquoted (`resume=outputs/runs/<name>`), from
+    the overrides Hydra joins as `key-value+key-value` (conf/config.yaml's kv_sep and item_sep): what is left of
+    `=`, `,` and `:` becomes `-`, `_` and `-`, brackets, quotes and spaces go, anything else becomes `_`."""
+    table = str.maketrans({"=": "-", ",": "_", ":": "-"} | {c: None for c in "[](){}'\" \t"})
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text.translate(table))
 
 
 def sweep_root(job: Path) -> Path:
-    """The sweep dir a job dir belongs to (job_name's layout): <sweep>/<subdir> or <sweep>/<subdir>/seed=N."""
-    return job.parent.parent if job.name.startswith("seed=") else job.parent
+    """The sweep dir a job dir belongs to (job_name's layout): <sweep>/<subdir> or <sweep>/<subdir>/seed-N."""
+    return job.parent.parent if job.name.startswith("seed-") else job.parent
 
 
 JOB_DEPTHS = (1, 2)  # job dirs lie this many levels below their sweep dir
@@ -115,8 +125,6 @@ JOB_DEPTHS = (1, 2)  # job dirs lie this many levels below their sweep dir
 
 def run_stamp(name: str) -> str:
     """`11-22 17:46:36` (`_2` ...) from a run dir's name `<yyyy>-<mm>-<dd>_<HH>-<MM>-<SS>[_<overrides>][_N]`."""
-    import re
-
     date, _, rest = name.partition("_")
     suffix = re.search(r"_(\d+)$", name)
     return f"{date[5:]} {rest[:8].replace('-', ':')}" + (f" _{suffix.group(1)}" if suffix else "")
@@ -154,18 +162,18 @@ def short_name(name: str) -> str:
 
     if len(name) <= MAX_NAME:
         return name
-    return name[: MAX_NAME - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name[: MAX_NAME - 10] + "-h" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
 def run_dir(parent: str, stamp: str, overrides: str) -> str:
-    """A single run's dir, `<parent>/<stamp>_<overrides>` (just the stamp without overrides), created here so
-    that two runs started in the same second with the same overrides get distinct dirs (`_2`, `_3`, ...).
-    Memoized: Hydra may resolve hydra.run.dir more than once in a process."""
-    import os
-
+    """A single run's dir, `<parent>/<stamp>_<overrides>` (just the stamp without overrides; safe_name's
+    characters), created here so that two runs started in the same second with the same overrides get distinct
+    dirs (`_2`, `_3`, ...). Memoized: Hydra may resolve hydra.run.dir more than once in a process. The dirs it
+    creates are noted, so that a run refused for bad input can remove them (leave_as_found)."""
     key = (parent, stamp, overrides)
     if key not in _claimed:
-        name = short_name(f"{stamp}_{overrides}" if overrides else stamp)
+        name = short_name(safe_name(f"{stamp}_{overrides}" if overrides else stamp))
+        missing = [p for p in [Path(parent), *Path(parent).parents] if not p.exists()]
         os.makedirs(parent, exist_ok=True)
         for n in range(1, 10000):
             path = os.path.join(parent, name if n == 1 else f"{name}_{n}")
@@ -175,12 +183,14 @@ def run_dir(parent: str, stamp: str, overrides: str) -> str:
             except FileExistsError:
                 continue
         _claimed[key] = path
+        _created.extend([Path(path), *missing])  # deepest first
     return _claimed[key]
 
 
-def register_resolvers() -> None:
-    import os
+_created: list[Path] = []  # dirs this process made for its run (run_dir), deepest first
 
+
+def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     # a per-process value for run and sweep dir names: two runs started in the same second differ
@@ -190,16 +200,191 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mm.unnamed_keys", lambda: list(UNNAMED_KEYS), replace=True)
 
 
+# -- bad input: one line, nothing left behind ----------------------------------------------------------------
+
+
+def check_known_keys(cfg: Any) -> None:
+    """Refuse a key the schema does not have, also one added with `+` (`+model.hiden=3` composes, as Hydra's
+    own error for `model.hiden=3` suggests): ConfigError naming it and the closest key that exists."""
+    from omegaconf import DictConfig, OmegaConf
+
+    def walk(node: Any, prefix: str) -> None:
+        schema = OmegaConf.get_type(node)
+        fields = getattr(schema, "__dataclass_fields__", None)
+        for key in node.keys() if isinstance(node, DictConfig) else ():
+            if key == "hydra" and not prefix:
+                continue
+            if fields is not None and key not in fields:
+                raise ConfigError(unknown_key(f"{prefix}{key}", schema))
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+                walk(child, f"{prefix}{key}.")
+
+    walk(cfg, "")
+
+
+def unknown_key(full_key: str, schema: Any) -> str:
+    """`unknown key model.hiden; did you mean model.hidden? (model=mlp has: ...)`"""
+    import difflib
+    from dataclasses import fields
+
+    parent, _, key = full_key.rpartition(".")
+    names = [f.name for f in fields(schema)] if hasattr(schema, "__dataclass_fields__") else []
+    where = f"{parent}." if parent else ""
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    hint = f"; did you mean {where}{close[0]}?" if close else ""
+    owner = parent or "the config"
+    kind = next((f.default for f in fields(schema) if f.name == "kind"), None) if names else None
+    if parent == "model" and kind is not None:
+        owner = f"model={getattr(kind, 'value', kind)}"
+    return f"unknown key {full_key}{hint} ({owner} has: {', '.join(names)})"
+
+
+def hydra_error(e: BaseException) -> str | None:
+    """One line for an error of Hydra's composition (an unknown key or option, a wrong type, an override it
+    cannot parse) or of making the run's dir; None for anything else (a bug: its traceback is shown)."""
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause = e.__cause__ or e.__context__
+    if isinstance(e, MissingConfigException) and e.options is not None and e.missing_cfg_file:
+        group, _, name = e.missing_cfg_file.rpartition("/")
+        return f"{group}={name}: no such option; the options of {group} are {', '.join(e.options)}"
+    if isinstance(e, OverrideParseException):
+        return (
+            f"cannot read the override {e.override!r}: {e.message.splitlines()[0]}; a value holding = , [ ] ( ) "
+            f"or spaces must be quoted, e.g. \"key='a=b'\""
+        )
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "full_key", None):
+        return unknown_key(cause.full_key, cause.object_type)
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        return f"{cause.full_key}: {str(cause.msg).splitlines()[0]}"
+    os_error = next((x for x in _chain(e) if isinstance(x, OSError) and x.filename), None)
+    if os_error is not None:
+        return f"cannot write {os_error.filename}: {os_error.strerror}"
+    if isinstance(e, (HydraException, OmegaConfBaseException)):
+        return " ".join(str(e).split("\n")[0].split()) or type(e).__name__
+    return None
+
+
+def _chain(e: BaseException | None):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+# What a single run found in its dir before it started (leave_as_found restores it if the run is refused):
+# dir -> {file under .hydra/: its bytes} plus run.log's size, or None for a dir that did not exist.
+_found: dict[Path, dict | None] = {}
+
+
+def note_run_dir(argv: list[str]) -> None:
+    """Before Hydra writes anything: note what a single run's explicit hydra.run.dir holds now."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if {"-m", "--multirun"} & set(argv):
+        return
+    dirs = [a for a in argv if a.startswith("hydra.run.dir=")]
+    try:
+        value = OverridesParser.create().parse_override(dirs[-1]).value() if dirs else None
+    except Exception:  # Hydra reports a bad override itself
+        return
+    if not isinstance(value, str) or "${" in value:
+        return
+    out = Path(value).resolve()
+    if not out.exists():
+        _found[out] = None
+        return
+    hydra = {p: p.read_bytes() for p in (out / ".hydra").glob("*") if p.is_file()}
+    log_file = out / "run.log"
+    _found[out] = {"hydra": hydra, "log": log_file.stat().st_size if log_file.is_file() else None}
+
+
+def leave_as_found(out: Path) -> None:
+    """A single run refused for bad input leaves its dir as it was: one it made is removed (with the parents it
+    made, while empty); in one it found, Hydra's .hydra/ record and run.log are put back as they were."""
+    import shutil
+
+    out = out.resolve()
+    for h in list(logging.getLogger().handlers):  # Hydra's run.log handler holds the file open
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().is_relative_to(out):
+            logging.getLogger().removeHandler(h)
+            h.close()
+    created = [p.resolve() for p in _created]
+    if out in created or (out in _found and _found[out] is None):
+        shutil.rmtree(out, ignore_errors=True)
+        for parent in created:
+            if parent != out and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+    elif _found.get(out) is not None:
+        before = _found[out]
+        for p in (out / ".hydra").glob("*"):
+            if p.is_file() and p not in before["hydra"]:
+                p.unlink()
+        for p, content in before["hydra"].items():
+            p.write_bytes(content)
+        if before["log"] is None:
+            (out / "run.log").unlink(missing_ok=True)
+        else:
+            os.truncate(out / "run.log", before["log"])
+
+
 # -- the sweep callbacks (conf/config.yaml: hydra.callbacks) ----------------------------------------------------
 
 
+def check_swept_keys(config: Any, keys: list[str]) -> None:
+    """Refuse a swept key the schema does not have (`model.hiden=3,4`, `+model.hiden=3,4`: Hydra composes the
+    sweep's config without its swept values, so check_known_keys cannot see them). Keys under a swept group
+    (`model=mlp,wavenet`) are left to each job, whose schema depends on the option."""
+    from omegaconf import DictConfig, OmegaConf
+
+    choices = set(config.hydra.runtime.choices or {})
+    groups = {k for k in keys if k in choices}
+    for key in keys:
+        parts = key.split(".")
+        if key in choices or parts[0] in groups or parts[0] == "hydra":
+            continue
+        node = config
+        for i, part in enumerate(parts):
+            fields = getattr(OmegaConf.get_type(node), "__dataclass_fields__", None)
+            if fields is not None and part not in fields:
+                raise ConfigError(unknown_key(".".join(parts[: i + 1]), OmegaConf.get_type(node)))
+            node = node._get_node(part) if part in node else None
+            if not isinstance(node, DictConfig) or node._is_missing() or node._is_none():
+                break
+
+
+_new_sweeps: list[Path] = []  # the sweep dir this process made (SweepCheck) and its new parents, deepest first
+
+
+def discard_new_sweeps() -> None:
+    """A multirun refused for bad input (before any job wrote into it) leaves no sweep dir behind."""
+    import shutil
+
+    if _new_sweeps and _new_sweeps[0].is_dir() and not any(p.is_dir() for p in _new_sweeps[0].iterdir()):
+        shutil.rmtree(_new_sweeps[0], ignore_errors=True)
+        for parent in _new_sweeps[1:]:  # the parents it made, while empty
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+
+
+def refuse(message: str) -> None:
+    """Stop a multirun before any job, in one line (an exception in a callback would only become a warning:
+    Hydra catches callback errors)."""
+    discard_new_sweeps()
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 class SweepCheck(Callback):
-    """Hydra callback, before any job starts: refuse a multirun whose jobs would share a dir; name the sweep
-    dir; write its TensorBoard HParams summary (the swept keys first); keep Optuna's log lines plain."""
+    """Hydra callback, before any job starts: refuse a multirun whose jobs would share a dir, or with a key the
+    schema does not have; name the sweep dir and give it its id (resume.sweep_id: kept when it is continued);
+    write its TensorBoard HParams summary (the swept keys first); keep Optuna's log lines plain."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from omegaconf import OmegaConf
 
+        from . import resume
         from .results import tensorboard
 
         task, params = config.hydra.overrides.task, dict(config.hydra.sweeper.get("params") or {})
@@ -207,19 +392,23 @@ class SweepCheck(Callback):
             params |= {k: v for k, v in block.items() if k not in params}
         key = unnamed_swept_key(task, params, config.hydra.job.config.override_dirname.exclude_keys)
         if key:
-            print(
-                f"error: a sweep cannot vary `{key}`: it is left out of job dir names, so its jobs would "
-                f"share a dir; run one sweep per {key}",
-                file=sys.stderr,
-            )
-            sys.exit(2)  # an exception here would only become a warning (Hydra catches callback errors)
+            refuse(f"a sweep cannot vary `{key}`: it is left out of job dir names, so its jobs would share a dir; "
+                   f"run one sweep per {key}")  # fmt: skip
+        try:
+            check_known_keys(config)
+            check_swept_keys(config, swept_keys(task, params))
+        except ConfigError as e:
+            refuse(str(e))
         sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            _new_sweeps.extend(p.resolve() for p in [sweep_dir, *sweep_dir.parents] if not p.exists())
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            resume.sweep_id(sweep_dir, create=True)
+        except OSError as e:
+            refuse(f"cannot write {e.filename}: {e.strerror}")
         log.info("run dir: %s", sweep_dir.resolve())
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        hp = tensorboard.run_hparams(
-            OmegaConf.to_container(config, resolve=False)
-        )  # for its keys; values come from jobs
-        if not any(sweep_dir.glob("events.out.tfevents.*")):  # a continued search keeps the summary it wrote
+        hp = tensorboard.run_hparams(OmegaConf.to_container(config, resolve=False))  # its keys; values from jobs
+        if not any(sweep_dir.glob("events.out.tfevents.*")):  # a continued sweep keeps the summary it wrote
             tensorboard.sweep_hparams(str(sweep_dir), tensorboard.hparam_names(swept_keys(task, params), hp))
         if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
             import optuna
@@ -256,6 +445,8 @@ class Job:
     trial_id: str  # its name in TensorBoard's HParams table
     sweeper: dict  # hydra.sweeper, resolved
     sweep_dir: str
+    overrides: list[str] = field(default_factory=list)  # its command-line (task) overrides, as Hydra records them
+    sweep_id: str | None = None  # its sweep's id (resume.sweep_id; None for a single run)
 
     def trial_report(self, steps: int) -> Any:
         """In a trial job of the project's Optuna sweeper: its search.TrialReport (the trial number is the job
@@ -264,24 +455,50 @@ class Job:
             return None
         from . import search
 
-        return search.job_trial(self.sweeper, self.sweep_dir, self.num, steps)
+        return search.job_trial(self.sweeper, self.sweep_dir, self.num, steps, guard=self.check_owner)
+
+    def state(self) -> str:
+        """A sweep job's dir as an earlier session of its sweep left it (resume.job_state); "new" for a run."""
+        from . import resume
+        from .results import record
+
+        return "new" if self.single else resume.job_state(record.read(self.out), self.out, self.sweep_id)
+
+    def check_owner(self) -> None:
+        """Raise resume.StaleJob if this job's sweep dir now holds another sweep."""
+        from . import resume
+
+        if not self.single:
+            resume.check_owner(self.sweep_dir, self.sweep_id)
+
+    def write_record(self, m: dict[str, Any]) -> None:
+        """metrics.json, with the sweep's id in a sweep job (after checking the dir is still its sweep's)."""
+        from .results import record
+
+        self.check_owner()
+        record.write(self.out, m | ({"sweep_id": self.sweep_id} if self.sweep_id else {}))
 
 
 def job_of(hc: Any) -> Job:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
+    from . import resume
+
     single = hc.mode != RunMode.MULTIRUN
     out = Path(hc.runtime.output_dir)
+    overrides = [str(o) for o in hc.overrides.task]
     return Job(
         out=out,
         single=single,
         num=0 if single else int(hc.job.num),
         jobs=1 if single else parallel_jobs(hc),
-        overridden=[str(o).split("=", 1)[0].lstrip("+~") for o in hc.overrides.task] if single else None,
+        overridden=[resume.key_of(o) for o in overrides] if single else None,
         trial_id=run_stamp(out.name) if single else f"#{hc.job.num}",
         sweeper=OmegaConf.to_container(hc.sweeper, resolve=True, enum_to_str=True) if not single else {},
         sweep_dir="" if single else str(hc.sweep.dir),
+        overrides=overrides,
+        sweep_id=None if single else resume.sweep_id(hc.sweep.dir),
     )
 
 
@@ -315,13 +532,12 @@ def log_to_file(message: str) -> None:
 
 def command(task: Callable[[Any, Job], Any]) -> Callable[[], None]:
     """The entry point of a command whose body is `task(cfg, job)`: Hydra composes the config from conf/ and the
-    command line (version_base 1.3); bad input (ConfigError) is one line and exit 2 in a single run, and a failed
-    metrics.json in a sweep job, whose sweep goes on (so does it after any other failure of one job). The task's
-    value goes back to Hydra: a sweeper minimizes it."""
+    command line (version_base 1.3; `resume=PATH` first becomes the command line that continues that dir,
+    resume.command_line). Bad input is one line and exit 2 in a single run, which leaves its dir as it found it
+    (nothing, for a new one); in a sweep job a failed metrics.json, and its sweep goes on (so does it after any
+    other failure of one job). The task's value goes back to Hydra: a sweeper minimizes it."""
     import hydra
     from hydra.core.hydra_config import HydraConfig
-
-    from .results import record
 
     register_configs()
     register_resolvers()
@@ -331,29 +547,71 @@ def command(task: Callable[[Any, Job], Any]) -> Callable[[], None]:
         job = job_of(HydraConfig.get())
         if not job.single:
             label_job_lines(job.num)
-        try:
-            return task(cfg, job)
-        except ConfigError as e:
-            if job.single:  # one clear line, no traceback, non-zero exit
-                print(f"error: {e}", file=sys.stderr)
-                sys.exit(2)
-            log.error("%s", e)
-            record.write(job.out, record.failed(str(e)))
-        except Exception as e:  # in a sweep any failure is this job's alone: record it, let the others go on
-            if job.single:
-                raise
-            log.exception("job failed")
-            record.write(job.out, record.failed(f"{type(e).__name__}: {e}"))
-        return math.inf
+        return run_task(task, cfg, job)
 
     hydra_main = hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")(main)
 
     def entry() -> None:
+        from . import resume
+
         try:
+            sys.argv[1:] = resume.command_line(sys.argv[1:])
             check_moved_keys(sys.argv[1:])
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        hydra_main()
+        note_run_dir(sys.argv[1:])
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing them: one line here
+        try:
+            hydra_main()
+        except Exception as e:
+            message = hydra_error(e)
+            if message is None:
+                raise
+            discard_new_sweeps()
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
 
     return entry
+
+
+def run_task(task: Callable[[Any, Job], Any], cfg: Any, job: Job) -> Any:
+    """task(cfg, job), its failures handled as `command` says."""
+    from . import resume
+
+    try:
+        check_known_keys(cfg)
+        return task(cfg, job)
+    except ConfigError as e:
+        if job.single:  # one clear line, no traceback, non-zero exit, nothing left behind
+            leave_as_found(job.out)
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        log.error("%s", e)
+        _record_failure(job, str(e))
+    except resume.StaleJob as e:  # its dir is another sweep's now: write nothing there
+        log.error("%s", e)
+    except OSError as e:
+        if job.single and e.filename:  # an unwritable or full disk: the last checkpoint stands
+            print(f"error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+            sys.exit(2)
+        if job.single:
+            raise
+        log.exception("job failed")
+        _record_failure(job, f"{type(e).__name__}: {e}")
+    except Exception as e:  # in a sweep any failure is this job's alone: record it, let the others go on
+        if job.single:
+            raise
+        log.exception("job failed")
+        _record_failure(job, f"{type(e).__name__}: {e}")
+    return math.inf
+
+
+def _record_failure(job: Job, error: str) -> None:
+    from . import resume
+    from .results import record
+
+    try:
+        job.write_record(record.failed(error))
+    except resume.StaleJob as e:
+        log.error("%s", e)

@@ -195,13 +195,60 @@ def storage_path(storage: str | None, sweep_dir: str | Path) -> str:
     return str(Path(storage or Path(sweep_dir) / JOURNAL).resolve())
 
 
-def open_storage(storage: str) -> optuna.storages.BaseStorage:
+def open_storage(storage: str, expected: bool = False) -> optuna.storages.BaseStorage:
+    """The storage; a journal file that is damaged, or missing where a study is `expected` in it: SearchError
+    naming the file."""
     if "://" in storage:
         return optuna.storages.RDBStorage(storage)
     from optuna.storages.journal import JournalFileBackend
 
+    if expected and not Path(storage).is_file():
+        raise SearchError(
+            f"the study storage {storage} is missing (deleted?), though the search's jobs are there; restore the "
+            "file, or start a new study: hydra.sweeper.study_name=<new name>"
+        )
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(storage))
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(storage))
+    except ValueError as e:  # json's JSONDecodeError, Optuna's "Invalid log format."
+        raise SearchError(damaged(storage, e)) from None
+
+
+def damaged(storage: str, e: BaseException) -> str:
+    """SearchError's line for a journal file that cannot be read."""
+    what = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+    return (
+        f"the study storage {storage} is damaged or was replaced while in use ({what}); restore it, or start a new "
+        "study: hydra.sweeper.study_name=<new name>"
+    )
+
+
+class StorageWatch:
+    """A journal file's identity when the search opened it: `check` raises SearchError naming it once it is gone
+    or another file (deleted and made again) took its place, so the search stops rather than lose its trials."""
+
+    def __init__(self, storage: str):
+        self.path = None if "://" in storage else Path(storage)
+        self.identity = self._identity()
+
+    def _identity(self):
+        try:
+            st = self.path.stat() if self.path else None
+        except FileNotFoundError:
+            return None
+        return st and (st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        if self.path is not None and self._identity() != self.identity:
+            raise SearchError(
+                f"the study storage {self.path} was deleted or replaced while the search ran: its trials are not in "
+                "it; restore the file to continue, or start a new study: hydra.sweeper.study_name=<new name>"
+            )
+
+
+def has_trial_dirs(sweep_dir: str | Path) -> bool:
+    """Whether a search has run in `sweep_dir`: job dirs named `<trial>_<overrides>` (hydra_app.job_name)."""
+    return any(p.is_dir() and (p / ".hydra").is_dir() for p in Path(sweep_dir).glob("[0-9]*_*"))
 
 
 # -- the study: new or continued ------------------------------------------------------------------------------
@@ -223,7 +270,7 @@ def open_study(
     overrides (else SearchError naming `where`, the sweep dir). Trials an interrupted session left running are
     marked failed and their points queued to run again (requeue_interrupted). A continued study's sampler is
     seeded with seed + its number of trials, so its random start-up points differ from the first session's."""
-    storage_obj = open_storage(storage)
+    storage_obj = open_storage(storage, expected=has_trial_dirs(where))
     space_json = {k: optuna.distributions.distribution_to_json(d) for k, d in space.items()}
     fixed_list = sorted(f"{k}={v}" for k, v in fixed.items())
     try:
@@ -306,12 +353,23 @@ def optimize(
     fixed: dict[str, str],
     launch: Launch,
     conditional: Conditional | None = None,
+    check: Callable[[], None] | None = None,
 ) -> int:
     """Run trials until the study has n_trials finished ones, at most n_jobs at once: each of n_jobs threads
     asks for a trial, launches its job, waits for it and tells Optuna, then asks for the next, so a short or
-    pruned trial frees its slot while a long one runs on. Returns the number of trials launched."""
+    pruned trial frees its slot while a long one runs on. `check` runs before each ask and tell (StorageWatch's:
+    the study's file is still there); once it raises, no slot starts a trial. Returns the number of trials
+    launched."""
     lock = threading.Lock()  # ask/tell on one Study object from several threads
     todo = [n_trials - finished(study)]
+
+    def checked() -> None:
+        if check is not None:
+            try:
+                check()
+            except BaseException:
+                todo[0] = 0
+                raise
 
     def worker() -> int:
         launched = 0
@@ -319,6 +377,7 @@ def optimize(
             with lock:
                 if todo[0] <= 0:
                     return launched
+                checked()
                 todo[0] -= 1
                 trial = study.ask(space)
                 suggest_conditional(trial, conditional or {})
@@ -333,6 +392,7 @@ def optimize(
                 raise
             launched += 1
             with lock:
+                checked()
                 for k, v in attrs.items():
                     trial.set_user_attr(k, v)
                 study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
@@ -381,15 +441,14 @@ def sweep(
         state, value, attrs = job_outcome(record.read(out) if out else None)
         return state, value, attrs | ({"run_dir": str(out.resolve())} if out else {})
 
-    optimize(
-        study,
-        n_trials=settings["n_trials"],
-        n_jobs=n_jobs,
-        space=space,
-        fixed=fixed,
-        launch=launch,
-        conditional=conditional,
-    )
+    watch = StorageWatch(storage_path(settings["storage"], sweep_dir))
+    try:
+        optimize(study, n_trials=settings["n_trials"], n_jobs=n_jobs, space=space, fixed=fixed, launch=launch,
+                 conditional=conditional, check=watch.check)  # fmt: skip
+    except SearchError:
+        raise
+    except ValueError as e:  # a journal replaced under the study: JSONDecodeError, or Optuna's own
+        raise SearchError(damaged(storage_path(settings["storage"], sweep_dir), e)) from None
     best = best_results(study)
     if best is None:
         log.warning("no trial has completed: no optimization_results.yaml")
@@ -450,26 +509,60 @@ def best_results(study: optuna.Study) -> dict[str, Any] | None:
 
 class TrialReport:
     """In a trial's job: report the dev loss at each evaluation (step = training step) and say whether the
-    pruner stops the trial there. The last evaluation (step == steps) is reported and never pruned."""
+    pruner stops the trial there. The last evaluation (step == steps) is reported and never pruned. `guard` runs
+    before each report (the job's check that its sweep dir is still its sweep's). `reruns`: the job dir of the
+    interrupted trial this one runs again (requeue_interrupted), whose checkpoint it continues from, or None."""
 
-    def __init__(self, storage: str, study_name: str, number: int, pruner: str, steps: int, **settings: Any):
-        backend = open_storage(storage)
-        study = optuna.load_study(
-            study_name=study_name,
-            storage=backend,
-            pruner=make_pruner(pruner, steps=steps, **settings),
-            sampler=optuna.samplers.RandomSampler(),  # a job samples nothing: the cheapest sampler to build
-        )
-        study_id = backend.get_study_id_from_name(study_name)
-        self.trial = optuna.trial.Trial(study, backend.get_trial_id_from_study_id_trial_number(study_id, number))
-        self.steps, self.pruner = steps, pruner
+    def __init__(
+        self,
+        storage: str,
+        study_name: str,
+        number: int,
+        pruner: str,
+        steps: int,
+        guard=None,
+        sweep_dir: str | Path | None = None,
+        **settings: Any,
+    ):
+        backend = open_storage(storage, expected=True)
+        try:
+            study = optuna.load_study(
+                study_name=study_name,
+                storage=backend,
+                pruner=make_pruner(pruner, steps=steps, **settings),
+                sampler=optuna.samplers.RandomSampler(),  # a job samples nothing: the cheapest sampler to build
+            )
+            study_id = backend.get_study_id_from_name(study_name)
+            self.trial = optuna.trial.Trial(study, backend.get_trial_id_from_study_id_trial_number(study_id, number))
+        except KeyError:
+            raise SearchError(
+                f"the study storage {storage} holds no study {study_name!r} with a trial #{number}"
+            ) from None
+        self.steps, self.pruner, self.guard, self.storage = steps, pruner, guard, storage
+        self.reruns = None
+        previous = self.trial.user_attrs.get("rerun_of")
+        if previous is not None and sweep_dir is not None:
+            dirs = sorted(p for p in Path(sweep_dir).glob(f"{previous}_*") if p.is_dir())
+            self.reruns = dirs[0] if dirs else None
 
     def __call__(self, step: int, dev_loss: float) -> str | None:
         """The reason to stop here, or None to go on."""
-        self.trial.report(dev_loss, step)
-        if step < self.steps and self.trial.should_prune():
-            return f"stopped at step {step} by the {self.pruner} pruner (dev loss {dev_loss:.4f})"
-        return None
+        if self.guard is not None:
+            self.guard()
+        if "://" not in self.storage and not Path(self.storage).is_file():
+            raise SearchError(f"the study storage {self.storage} was deleted while this trial ran")
+        try:
+            self.trial.report(dev_loss, step)
+            stop = step < self.steps and self.trial.should_prune()
+        except ValueError as e:  # a journal replaced under it: JSONDecodeError, or Optuna's own
+            raise SearchError(damaged(self.storage, e)) from None
+        return f"stopped at step {step} by the {self.pruner} pruner (dev loss {dev_loss:.4f})" if stop else None
+
+    def replay(self, evals: list[dict]) -> None:
+        """Report the evaluations of the run this trial continues (its checkpoint's), as that run did; their
+        pruning decisions were taken then."""
+        for e in evals:
+            self.trial.report(sum(e["dev"]) / len(e["dev"]), e["step"])
 
 
 def pruner_settings(sweeper: dict[str, Any]) -> dict[str, Any]:
@@ -477,9 +570,10 @@ def pruner_settings(sweeper: dict[str, Any]) -> dict[str, Any]:
     return {k: sweeper[k] for k in ("min_resource", "reduction_factor", "min_trials")}
 
 
-def job_trial(sweeper: dict[str, Any], sweep_dir: str, number: int, steps: int) -> TrialReport:
+def job_trial(sweeper: dict[str, Any], sweep_dir: str, number: int, steps: int, guard=None) -> TrialReport:
     """The TrialReport of job `number` of a search whose sweeper config (hydra.sweeper) is `sweeper`."""
     storage = storage_path(sweeper.get("storage"), sweep_dir)
     return TrialReport(
-        storage, sweeper["study_name"], number, str(sweeper["pruner"]), steps, **pruner_settings(sweeper)
-    )
+        storage, sweeper["study_name"], number, str(sweeper["pruner"]), steps, guard, sweep_dir,
+        **pruner_settings(sweeper),
+    )  # fmt: skip

@@ -175,12 +175,16 @@ def evaluate(
     model, data: Dataset, splits=("train", "dev"), threads: int | None = None, subsets: EvalSets | None = None
 ) -> dict[str, torch.Tensor]:
     """Losses of each split: over all its examples, or over `subsets` (eval_subsets) where given;
-    with `threads`, evaluation (large products) uses that many."""
+    with `threads`, evaluation (large products) uses that many. A batch-normed model with model.bn_eval=calibrated
+    evaluates with the statistics of its current weights over the training examples this evaluation scores (the
+    fixed subset of a periodic one, else all of them); its running statistics are left as they were."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or previous)
     try:
         sets = subsets or {s: (data.X[s], data.Y[s]) for s in splits}
-        return {s: model.evaluate(*sets[s]).cpu() for s in splits}
+        calibration = sets["train"][0] if "train" in sets else data.X["train"]
+        with model.eval_statistics(calibration):
+            return {s: model.evaluate(*sets[s]).cpu() for s in splits}
     finally:
         torch.set_num_threads(previous)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import pickle
 
 import pytest
@@ -125,12 +124,15 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     "change, needle",
     [
-        (lambda c: c["model"].update(hidden=9), "different `model`"),
-        (lambda c: c.update(seed=2), "different `seed`"),
-        (lambda c: c["train"].update(batch_size=16), "different `train.batch_size`"),
+        (lambda c: c["model"].update(hidden=9), "written with model.hidden=8, this run has model.hidden=9"),
+        (lambda c: c.update(seed=2), "with seed=1, this run has seed=2"),
+        (lambda c: c["train"].update(batch_size=16), "with train.batch_size=8, this run has train.batch_size=16"),
         (lambda c: c["train"].update(steps=10), "at step 40, beyond train.steps=10"),
         # a cosine schedule's lr depends on train.steps: a longer run would change the past's lrs
-        (lambda c: c.update(schedule={"name": "cosine", "lr": 0.1}), "different `schedule`"),
+        (
+            lambda c: c.update(schedule={"name": "cosine", "lr": 0.1}),
+            "with schedule.name=step, this run has schedule.name=cosine",
+        ),
     ],
 )
 def test_resume_refuses_another_trajectory(tmp_path, change, needle):
@@ -145,7 +147,7 @@ def test_resume_refuses_a_cosine_run_with_other_steps(tmp_path):
     conf["schedule"] = {"name": "cosine", "lr": 0.1, "min_lr": 0.001, "warmup": 0}
     checkpoint.save(tmp_path / checkpoint.FILENAME, checkpoint.run_state(model, data, conf, progress))
     longer = {**conf, "train": {**conf["train"], "steps": 80}}
-    with pytest.raises(ConfigError, match="different `train.steps`"):
+    with pytest.raises(ConfigError, match="written with train.steps=40, this run has train.steps=80"):
         checkpoint.resume(tmp_path / checkpoint.FILENAME, model, longer, data.vocab.itos)
     step = {**conf, "schedule": {"name": "step", "lrs": [0.1], "milestones": []}}
     checkpoint.save(tmp_path / "step.pt", checkpoint.run_state(model, data, step, progress))
@@ -159,13 +161,22 @@ def test_resume_refuses_another_vocabulary(tmp_path):
         _resume(tmp_path, conf, data.vocab.itos + ["z"])
 
 
-def test_resume_without_a_checkpoint_warns_and_starts_fresh(tmp_path, caplog):
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    """resume=true where there is nothing to continue is bad input, not a fresh run."""
     model, data, conf, _ = tiny_run()
-    before = model.state_dict()
-    with caplog.at_level(logging.WARNING, logger="makemore"):
-        progress = checkpoint.resume(tmp_path / checkpoint.FILENAME, model, conf, data.vocab.itos)
-    assert progress.step == 0 and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), before.values()))
-    assert "does not exist: starting from scratch" in caplog.text and "hydra.run.dir" in caplog.text
+    with pytest.raises(ConfigError, match=r"resume=true: there is no checkpoint to continue, .*checkpoint\.pt does "):
+        checkpoint.resume(tmp_path / checkpoint.FILENAME, model, conf, data.vocab.itos)
+
+
+def test_resume_names_the_changed_key_and_lets_evaluation_keys_change(tmp_path):
+    model, data, conf, progress = tiny_run()
+    checkpoint.save(tmp_path / checkpoint.FILENAME, checkpoint.run_state(model, data, conf, progress))
+    other = {**conf, "model": {**conf["model"], "bn_eval": "running" if conf["model"].get("bn_eval") else "x"}}
+    assert checkpoint.resume(tmp_path / checkpoint.FILENAME, model, other, data.vocab.itos).step == 40
+    for key, value in (("emb", 5), ("norm", "batch"), ("direct", True)):
+        changed = {**conf, "model": {**conf["model"], key: value}}
+        with pytest.raises(ConfigError, match=rf"this run has model\.{key}={value}; resume with the same model\.{key}"):
+            checkpoint.resume(tmp_path / checkpoint.FILENAME, model, changed, data.vocab.itos)
 
 
 def test_a_checkpoint_from_before_the_optimizer_group_resumes(tmp_path):
@@ -180,7 +191,7 @@ def test_a_checkpoint_from_before_the_optimizer_group_resumes(tmp_path):
     fresh = MLP(len(data.vocab), block_size=3, emb=4, hidden=8, init="scaled", seed=99)
     assert checkpoint.resume(tmp_path / checkpoint.FILENAME, fresh, new, data.vocab.itos, "fast").step == 40
     other = {**new, "optimizer": {**sgd, "weight_decay": 0.0}}
-    with pytest.raises(ConfigError, match="different `optimizer`"):
+    with pytest.raises(ConfigError, match="optimizer.weight_decay=0.001, this run has optimizer.weight_decay=0.0"):
         checkpoint.resume(tmp_path / checkpoint.FILENAME, fresh, other, data.vocab.itos, "fast")
     with pytest.raises(ConfigError, match="trained by the fast engine.*train.engine=fast"):
         checkpoint.resume(tmp_path / checkpoint.FILENAME, fresh, new, data.vocab.itos, "autograd")

@@ -288,7 +288,7 @@ def test_a_continued_study_reruns_its_interrupted_trials_and_refuses_another_com
     done_params = done.params
     pruned.report(3.0, 100)
     study.tell(pruned, state=TrialState.PRUNED)
-    run_dir = tmp_path / "sweep" / "2_model.emb=4"  # the killed trial's job dir (config.job_name)
+    run_dir = tmp_path / "sweep" / "2_model.emb-4"  # the killed trial's job dir (config.job_name)
     run_dir.mkdir()
     assert search.finished(study) == 2
 
@@ -722,3 +722,17 @@ def test_every_family_runs_in_a_two_trial_search(tmp_path, words_file, family):
         assert cfg["model"]["kind"] == family and metrics(job)["status"] in ("ok", "pruned")
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_params"]
     assert "model" not in best and "schedule.lr" in best
+
+
+@pytest.mark.slow
+def test_a_search_whose_study_file_was_deleted_is_one_line_and_touches_no_job(tmp_path, words_file):
+    sweep = tmp_path / "search"
+    args = search_args(sweep, words_file, "train.steps=100", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1")
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    kept = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.name != "optuna.journal"}
+    (sweep / "optuna.journal").unlink()
+    r = run_cli(*args, cwd=tmp_path)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr
+    assert len(lines) == 1 and f"the study storage {sweep / 'optuna.journal'} is missing" in lines[0], r.stderr
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == kept

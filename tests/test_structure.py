@@ -52,11 +52,13 @@ def test_no_module_imports_the_cli_module():
 @pytest.mark.parametrize(
     "dirname, overrides, num, sweeper, expected",
     [
-        ("model.emb=2,model.hidden=8", ["model.emb=2", "model.hidden=8"], 0, "Basic", "model.emb=2,model.hidden=8"),
-        ("model.hidden=8", ["model.hidden=8", "seed=3"], 1, "BasicSweeper", "model.hidden=8/seed=3"),
+        # Hydra joins overrides as key-value+key-value (conf/config.yaml): names an override takes unquoted
+        ("model.emb-2+model.hidden-8", ["model.emb=2", "model.hidden=8"], 0, "Basic", "model.emb-2+model.hidden-8"),
+        ("model.hidden-8", ["model.hidden=8", "seed=3"], 1, "BasicSweeper", "model.hidden-8/seed-3"),
         ("", [], 0, "BasicSweeper", "defaults"),
-        ("model.emb=2", ["model.emb=2"], 7, SEARCH_SWEEPER, "7_model.emb=2"),  # a search may repeat a point:
+        ("model.emb-2", ["model.emb=2"], 7, SEARCH_SWEEPER, "7_model.emb-2"),  # a search may repeat a point:
         # the trial number leads
+        ("a=1,b=[1, 2]", [], 0, "Basic", "a-1_b-1_2"),  # whatever is left of = , [ ] and spaces goes
     ],
 )
 def test_job_names(dirname, overrides, num, sweeper, expected):
@@ -65,13 +67,13 @@ def test_job_names(dirname, overrides, num, sweeper, expected):
 
 def test_a_long_job_name_is_shortened_and_stays_distinct():
     """A widened search's overrides run past a file name's 255 bytes: the name keeps its start and a hash."""
-    long = ",".join(f"optimizer.weight_decay=0.{i}{'7' * 16},schedule.lr=0.00{i}{'3' * 16}" for i in range(5))
-    names = {job_name(long + f",model.emb={e}", [], 12, SEARCH_SWEEPER) for e in (16, 24)}
+    long = "+".join(f"optimizer.weight_decay-0.{i}{'7' * 16}+schedule.lr-0.00{i}{'3' * 16}" for i in range(5))
+    names = {job_name(long + f"+model.emb-{e}", [], 12, SEARCH_SWEEPER) for e in (16, 24)}
     assert len(names) == 2
     for name in names:
-        assert len(name) == MAX_NAME and name.startswith("12_optimizer.weight_decay=0.0777")
+        assert len(name) == MAX_NAME and name.startswith("12_optimizer.weight_decay-0.0777")
     name, _, seed = job_name(long, [long, "seed=3"], 0, "BasicSweeper").partition("/")
-    assert len(name) == MAX_NAME and "~" in name and seed == "seed=3"
+    assert len(name) == MAX_NAME and "-h" in name and seed == "seed-3"
 
 
 def _job(root: Path, rel: str, mode: str = "MULTIRUN") -> Path:
@@ -84,8 +86,8 @@ def _job(root: Path, rel: str, mode: str = "MULTIRUN") -> Path:
 
 def test_the_report_finds_jobs_at_the_layouts_depths_only(tmp_path):
     sweep = tmp_path / "sweep"
-    plain = _job(sweep, "model.emb=2")
-    seeded = _job(sweep, "model.emb=4/seed=1")
+    plain = _job(sweep, "model.emb-2")
+    seeded = _job(sweep, "model.emb-4/seed-1")
     _job(sweep, "stray_single_run", mode="RUN")  # a single run that happens to lie there
     _job(sweep, "a/b/too_deep")
     assert JOB_DEPTHS == (1, 2)
@@ -93,7 +95,7 @@ def test_the_report_finds_jobs_at_the_layouts_depths_only(tmp_path):
     assert sweep_root(plain) == sweep_root(seeded) == sweep
     # a dir holding whole sweeps finds their jobs one level deeper, whose root is not that dir
     parent = tmp_path / "multirun"
-    other = _job(parent, "2026-11-22_10-00-00_1/model.emb=2")
+    other = _job(parent, "2026-11-22_10-00-00_1/model.emb-2")
     assert find_jobs(parent) == [other] and sweep_root(other) == parent / "2026-11-22_10-00-00_1"
 
 
@@ -117,11 +119,11 @@ def test_run_dir_names_are_unique_in_the_same_second(tmp_path):
     from makemore import hydra_app
 
     parent = str(tmp_path / "runs")
-    first = run_dir(parent, "2026-11-22_10-00-00", "model.hidden=37")
-    assert run_dir(parent, "2026-11-22_10-00-00", "model.hidden=37") == first  # memoized within a process
+    first = run_dir(parent, "2026-11-22_10-00-00", "model.hidden-37")
+    assert run_dir(parent, "2026-11-22_10-00-00", "model.hidden-37") == first  # memoized within a process
     hydra_app._claimed.clear()  # as a second process would see it
-    second = run_dir(parent, "2026-11-22_10-00-00", "model.hidden=37")
-    assert Path(first).name == "2026-11-22_10-00-00_model.hidden=37" and second == first + "_2"
+    second = run_dir(parent, "2026-11-22_10-00-00", "model.hidden-37")
+    assert Path(first).name == "2026-11-22_10-00-00_model.hidden-37" and second == first + "_2"
     assert Path(run_dir(parent, "2026-11-22_10-00-01", "")).name == "2026-11-22_10-00-01"  # no overrides
     long = run_dir(parent, "2026-11-22_10-00-02", ",".join(f"model.k{i}={i}" for i in range(60)))
     assert len(Path(long).name) <= 200 and Path(long).is_dir()

@@ -46,7 +46,7 @@ def test_grid_runs_every_point_in_its_own_named_dir(grid):
     sweep, _ = grid
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == sorted(
-        f"model.emb={e},model.hidden={h},samples=2,train.checkpoint_every=200,train.eval_every=100,train.steps=200"
+        f"model.emb-{e}+model.hidden-{h}+samples-2+train.checkpoint_every-200+train.eval_every-100+train.steps-200"
         for e in (2, 4)
         for h in (8, 16)
     )  # data.path is left out of the names
@@ -130,7 +130,7 @@ def test_seed_sweep_and_replicas_compose(tmp_path, words_file):
     assert r.returncode == 0, r.stderr
     (sweep,) = sweep_dirs(tmp_path)
     found = sorted(str(p.parent.relative_to(sweep)) for p in sweep.rglob("metrics.json"))
-    assert len(found) == 2 and found[0].endswith("/seed=1") and found[1].endswith("/seed=2")
+    assert len(found) == 2 and found[0].endswith("/seed-1") and found[1].endswith("/seed-2")
     rows = md_rows(sweep)
     assert len(rows) == 2 and all(" ± " in row for row in rows)  # mean ± std over the replicas
 

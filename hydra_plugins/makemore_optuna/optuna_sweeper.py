@@ -105,6 +105,9 @@ class OptunaSweeper(Sweeper):
         from makemore.config import ConfigError
 
         settings = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True, enum_to_str=True)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do: resume=<sweep dir> reads it
         try:
             return search.sweep(
                 settings,

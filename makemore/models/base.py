@@ -10,6 +10,7 @@ parameter count from its `forward`."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 
@@ -67,6 +68,11 @@ class LanguageModel(torch.nn.Module):
 
     def forward(self, X: torch.Tensor, train: bool = False) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def eval_statistics(self, X: torch.Tensor | None) -> contextlib.AbstractContextManager:
+        """The context an evaluation runs in, given the training contexts X it calibrates on: nothing to do here;
+        the MLP's batch norm with bn_eval="calibrated" evaluates with statistics of its current weights over X."""
+        return contextlib.nullcontext()
 
     def num_params(self) -> int:
         """Parameters of one replica."""

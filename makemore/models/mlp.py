@@ -17,6 +17,9 @@ whole context (its later layers merge 1), WaveNet (wavenet.py) merges two at eve
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from .base import CHUNK, LanguageModel, chunks
@@ -24,6 +27,7 @@ from .layers import draw_linear, embed, linear, normalize, tanh
 from .taps import tap
 
 NORMS = ("none", "batch", "layer")
+BN_EVALS = ("running", "calibrated")  # model.bn_eval: which statistics batch norm evaluates with
 
 
 class MLP(LanguageModel):
@@ -39,6 +43,7 @@ class MLP(LanguageModel):
         layers: int = 1,
         norm: str = "none",
         direct: bool = False,
+        bn_eval: str = "calibrated",
         replicas: int = 1,
         init: str = "lecture",
         seed: int = 2147483647,
@@ -47,6 +52,9 @@ class MLP(LanguageModel):
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if bn_eval not in BN_EVALS:
+            raise ValueError(f"bn_eval must be one of {', '.join(BN_EVALS)}, got {bn_eval!r}")
+        self.bn_eval = bn_eval
         self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
         self.replicas, self.norm, self.layers, self.direct = replicas, norm, layers, direct
         self.init = init  # the recipe it was drawn with (diagnostics name the fix for a bad start)
@@ -119,23 +127,78 @@ class MLP(LanguageModel):
     def forward(self, X: torch.Tensor, train: bool = False) -> torch.Tensor:
         """X: (K, N, block_size) -> logits (K, N, vocab). With batch norm, train=True normalizes by (and updates
         the running statistics from) the batch's statistics; train=False by the running ones."""
-        K, N, B = X.shape
-        x = embed(self.C, X)  # (K, N, B, E): one row per position
-        emb = x.view(K, N, B * self.emb)
-        x = x.view(K, N * B, self.emb)
-        for i, merge in enumerate(self.merges, 1):
-            x = x.reshape(K, x.shape[1] // merge, merge * x.shape[2])  # consecutive positions side by side
-            b = getattr(self, f"b{i}", None)
-            # batch norm subtracts the batch mean, so a bias before it has gradient exactly 0 (float noise in
-            # practice, which Adam would scale up to steps of lr): it is held fixed
-            hpre = linear(x, getattr(self, f"W{i}"), b.detach() if b is not None and self.norm == "batch" else b)
-            if self.norm != "none":  # in fp32 also under bf16 autocast: batch statistics and running averages
-                gain, shift = getattr(self, f"gain{i}"), getattr(self, f"shift{i}")
-                hpre = normalize(hpre.float(), self.norm, gain, shift, self.running(i), train)
-            x = tanh(hpre)
-            tap(f"layer{i}", hpre, x)  # for diagnostics.probe
+        x, emb = self._embedded(X)
+        for i in range(1, self.layers + 1):
+            x = self._layer(i, x, train)
         logits = linear(x, self.Wout, self.bout)
         return linear(emb, self.D, acc=logits) if self.direct else logits
+
+    def _embedded(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context's embeddings: one row per position (K, N * B, E), and concatenated (K, N, B * E)."""
+        K, N, B = X.shape
+        x = embed(self.C, X)  # (K, N, B, E): one row per position
+        return x.view(K, N * B, self.emb), x.view(K, N, B * self.emb)
+
+    def _pre(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Layer i's pre-activation: its merge of consecutive positions side by side, times W_i, plus b_i."""
+        merge = self.merges[i - 1]
+        x = x.reshape(x.shape[0], x.shape[1] // merge, merge * x.shape[2])
+        b = getattr(self, f"b{i}", None)
+        # batch norm subtracts the batch mean, so a bias before it has gradient exactly 0 (float noise in
+        # practice, which Adam would scale up to steps of lr): it is held fixed
+        return linear(x, getattr(self, f"W{i}"), b.detach() if b is not None and self.norm == "batch" else b)
+
+    def _layer(self, i: int, x: torch.Tensor, train: bool) -> torch.Tensor:
+        hpre = self._pre(i, x)
+        if self.norm != "none":  # in fp32 also under bf16 autocast: batch statistics and running averages
+            gain, shift = getattr(self, f"gain{i}"), getattr(self, f"shift{i}")
+            hpre = normalize(hpre.float(), self.norm, gain, shift, self.running(i), train)
+        h = tanh(hpre)
+        tap(f"layer{i}", hpre, h)  # for diagnostics.probe
+        return h
+
+    @contextlib.contextmanager
+    def eval_statistics(self, X: torch.Tensor | None) -> Iterator[None]:
+        """With batch norm and bn_eval="calibrated": evaluate with the statistics of the current weights over the
+        contexts X (makemore part 3's calibration), not the running ones, which lag the weights by ~1/BN_MOMENTUM
+        steps; the running statistics are restored after, in place (the fast engine's step holds their
+        addresses), so training goes on exactly as it would have."""
+        if self.norm != "batch" or self.bn_eval != "calibrated" or X is None or X.shape[0] == 0:
+            yield
+            return
+        saved = [tuple(t.clone() for t in self.running(i)) for i in range(1, self.layers + 1)]
+        try:
+            self.calibrate_(X)
+            yield
+        finally:
+            for i, (mean, var) in enumerate(saved, 1):
+                rm, rv = self.running(i)
+                rm.copy_(mean)
+                rv.copy_(var)
+
+    @torch.no_grad()
+    def calibrate_(self, X: torch.Tensor, chunk: int = CHUNK) -> None:
+        """Set each batch norm's statistics (in its running buffers) to those of its pre-activations over the
+        contexts X (N, block_size), shared by the replicas: layer by layer, each layer's taken with the layers
+        below it normalized by theirs. Mean and unbiased variance over the rows, summed in float64 in chunks."""
+        K = self.replicas
+        for i in range(1, self.layers + 1):
+            total = total_sq = None
+            rows = 0
+            for start in range(0, X.shape[0], max(1024, chunk // K)):
+                x = X[start : start + max(1024, chunk // K)].to(self.device)
+                h, _ = self._embedded(x.unsqueeze(0).expand(K, *x.shape))
+                for j in range(1, i):
+                    h = self._layer(j, h, train=False)
+                hpre = self._pre(i, h).double()
+                total = hpre.sum(1) if total is None else total + hpre.sum(1)
+                total_sq = (hpre * hpre).sum(1) if total_sq is None else total_sq + (hpre * hpre).sum(1)
+                rows += hpre.shape[1]
+            mean = total / rows
+            var = (total_sq - rows * mean * mean) / max(rows - 1, 1)
+            rm, rv = self.running(i)
+            rm.copy_(mean.to(rm.dtype))
+            rv.copy_(var.clamp(min=0).to(rv.dtype))
 
     @torch.no_grad()
     def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:

@@ -28,6 +28,7 @@ class WaveNet(MLP):
         hidden: int = 128,
         *,
         norm: str = "batch",
+        bn_eval: str = "calibrated",
         replicas: int = 1,
         init: str = "scaled",
         seed: int = 2147483647,
@@ -38,8 +39,8 @@ class WaveNet(MLP):
             raise ValueError(f"block_size must be a power of 2 (>= 2) for WaveNet, got {block_size}")
         self.bias = norm != "batch"
         super().__init__(
-            vocab_size, block_size, emb, hidden, layers=levels, norm=norm, replicas=replicas, init=init, seed=seed,
-            device=device,
+            vocab_size, block_size, emb, hidden, layers=levels, norm=norm, bn_eval=bn_eval, replicas=replicas,
+            init=init, seed=seed, device=device,
         )  # fmt: skip
 
     def layer_merges(self) -> list[int]:
