@@ -165,11 +165,24 @@ def short_name(name: str) -> str:
     return name[: MAX_NAME - 10] + "-h" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
-def run_dir(parent: str, stamp: str, overrides: str) -> str:
+# what makemore.lr_find does not read (it trains lr_find.steps at its own lrs): left out of its dir name
+LR_FIND_UNUSED = ("train.steps", "train.eval", "train.checkpoint", "train.log", "train.diagnose", "schedule", "samples")
+
+
+def lr_find_name(overrides: str) -> str:
+    """lr_find's dir: `lr_find` and the overrides it reads (of Hydra's `key-value+key-value`)."""
+    used = [o for o in overrides.split("+") if o and not o.split("-", 1)[0].lstrip("~").startswith(LR_FIND_UNUSED)]
+    return "+".join(["lr_find", *used])
+
+
+def run_dir(parent: str, stamp: str, overrides: str, job: str = "run") -> str:
     """A single run's dir, `<parent>/<stamp>_<overrides>` (just the stamp without overrides; safe_name's
-    characters), created here so that two runs started in the same second with the same overrides get distinct
-    dirs (`_2`, `_3`, ...). Memoized: Hydra may resolve hydra.run.dir more than once in a process. The dirs it
-    creates are noted, so that a run refused for bad input can remove them (leave_as_found)."""
+    characters; makemore.lr_find's `<stamp>_lr_find+<the overrides it reads>`), created here so that two runs
+    started in the same second with the same overrides get distinct dirs (`_2`, `_3`, ...). Memoized: Hydra may
+    resolve hydra.run.dir more than once in a process. The dirs it creates are noted, so that a run refused for
+    bad input can remove them (leave_as_found)."""
+    if job == "lr_find":
+        overrides = lr_find_name(overrides)
     key = (parent, stamp, overrides)
     if key not in _claimed:
         name = short_name(safe_name(f"{stamp}_{overrides}" if overrides else stamp))

@@ -22,10 +22,12 @@ def test_lr_find_writes_curve_plot_and_suggestion(tmp_path, words_file):
         "model.hidden=32",
         "lr_find.steps=200",
         "lr_find.end=1.5",
+        "train.steps=5",  # not read by lr_find: not in its dir name
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
     (run,) = run_dirs(tmp_path)
+    assert run.name.endswith("_lr_find+lr_find.end-1.5+lr_find.steps-200+model.hidden-32"), run.name
     result = json.loads((run / "lr_find.json").read_text())
     assert len(result["exponents"]) == len(result["losses"]) <= 200  # cut where the loss stops being finite
     assert result["exponents"][0] == pytest.approx(-3) and result["exponents"][-1] <= 1.5
@@ -153,3 +155,12 @@ def test_bigram_on_names_txt_matches_the_previous_lecture(tmp_path, names_txt):
     assert r.returncode == 0, r.stderr
     m = metrics(run_dirs(tmp_path)[0])
     assert m["train_loss"] == pytest.approx(2.455, abs=0.002) and m["dev_loss"] == pytest.approx(2.453, abs=0.002)
+
+
+def test_lr_find_names_its_dir_by_what_it_reads():
+    from makemore.hydra_app import lr_find_name
+
+    assert lr_find_name("model.hidden-32+schedule.lr-0.1+train.batch_size-64+train.steps-5") == (
+        "lr_find+model.hidden-32+train.batch_size-64"
+    )
+    assert lr_find_name("") == "lr_find"
