@@ -4,6 +4,7 @@ per setting: the run trains with the loop's own evaluations, and at each evaluat
 
     python bench/bn_eval.py --data names.txt                 # both settings below (~10 min on 2 cores)
     python bench/bn_eval.py --data names.txt --only trial0   # or --only best_adamw
+    python bench/bn_eval.py --runs outputs/runs/<a> ...      # finished runs' checkpoints, scored both ways
 
 Settings:
   trial0      trial 0 of hparams_search=mlp_wider (its seeded sampler's first point: AdamW, 2 batch-normed layers of
@@ -85,13 +86,34 @@ def measure(name: str, data_path: str) -> list[dict]:
     return hooks.rows
 
 
+def score_runs(runs: list[str]) -> None:
+    """Each finished run's final train and dev loss (every example) with its running and its calibrated
+    statistics, on the data and split its checkpoint records."""
+    from makemore.data import load
+
+    for path in runs:
+        model, _, state = api.load_run(path)
+        d = state["config"]["data"]
+        data = load(d["path"], d["splits"], d["seed"], model.block_size, d.get("limit_words"))
+        scores = []
+        for mode in MODES:
+            model.bn_eval = mode
+            ev = evaluate(model, data, ("train", "dev"))
+            scores.append(f"{mode}: train {ev['train'].mean().item():.4f} dev {ev['dev'].mean().item():.4f}")
+        print(f"{path} (step {state['step']}): {'  '.join(scores)}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "names.txt"))
     p.add_argument("--only", choices=list(SETTINGS))
+    p.add_argument("--runs", nargs="+", help="finished run dirs: score their checkpoints both ways instead")
     args = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     print(f"torch {torch.__version__}, commit {commit.stdout.strip()}, {torch.get_num_threads()} threads")
+    if args.runs:
+        score_runs(args.runs)
+        return
     for name in [args.only] if args.only else list(SETTINGS):
         rows = measure(name, args.data)
         last = rows[-1]
