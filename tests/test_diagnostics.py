@@ -90,7 +90,7 @@ def test_every_family_reports_its_layers_and_parameters(words_file, family):
         pytest.param("deep", "fast", ("optimizer=adamw",), marks=pytest.mark.slow),
         ("wavenet", "fast", ()),
         pytest.param("mlp", "autograd", (), marks=pytest.mark.slow),
-        ("deep", "autograd", ("train.replicas=2",)),
+        pytest.param("deep", "autograd", ("train.replicas=2",), marks=pytest.mark.slow),
         pytest.param("rnn", "autograd", (), marks=pytest.mark.slow),
         pytest.param("gru", "autograd", (), marks=pytest.mark.slow),
         pytest.param("bow", "autograd", (), marks=pytest.mark.slow),
@@ -243,6 +243,7 @@ def test_the_events_read_back_with_tensorboards_reader(tmp_path, words_file):
     ]
 
 
+@pytest.mark.slow
 def test_the_lecture_init_saturates_and_warns_on_names_txt(names_txt):
     """At step 0 on names.txt: the lecture's init has at least twice the scaled init's saturated share in layer 1
     and its initial loss warns (naming model.init=scaled); no preset built on the scaled init warns of it."""
