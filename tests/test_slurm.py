@@ -150,3 +150,75 @@ def test_a_pruned_search_runs_as_slurm_jobs_sharing_the_study(cluster, tmp_path,
     finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     assert len(study.trials) == 4 and all(t.state in finished for t in study.trials)
     assert all(t.intermediate_values for t in study.trials)
+
+
+# jobs long enough to be caught mid-run, checkpointing often. Their time limit is over 10 minutes: submitit takes a
+# signal in a job's last 10 minutes (or 20 % of its limit) for a timeout, which hydra.launcher.max_num_timeout=0
+# does not requeue
+PREEMPTIBLE = (*SLURM[:-1], "hydra.launcher.timeout_min=20", "model.hidden=8", "samples=2")
+# `scontrol requeue` sends SIGTERM, which submitit's job ignores, and SIGKILL KillWait (30 s) later: that job
+# trains long enough (400000 steps, about a minute on one core) to be killed before it ends
+INTERRUPTS = {
+    "preempted": (["scancel", "--signal=USR2"], ("train.steps=50000", "train.checkpoint_every=500")),
+    "requeued": (["scontrol", "requeue"], ("train.steps=400000", "train.checkpoint_every=5000")),
+}
+
+
+def wait_for(what: str, found, timeout: float, poll: float = 0.1):
+    """found()'s first true value, polling; fail after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = found()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"no {what} after {timeout:.0f} s")
+
+
+def interrupted_sweep(cwd: Path, args: tuple[str, ...], interrupt: list[str], alongside) -> tuple[Path, str]:
+    """Run the sweep `args` (one job) in `cwd`; once its job has written a checkpoint, run `interrupt + [job id]`,
+    then `alongside()` while the sweep finishes. Returns the job's dir and SLURM job id."""
+    cwd.mkdir()
+    with open(cwd / "sweep.out", "w") as out, open(cwd / "sweep.err", "w") as err:
+        cmd = subprocess.Popen([sys.executable, "-m", "makemore.run", *args], cwd=cwd, stdout=out, stderr=err)
+    try:
+        ckpt = wait_for("checkpoint", lambda: next(cwd.glob("outputs/multirun/*/*/checkpoint.pt"), None), 300)
+        (job_id,) = [p.name for p in (ckpt.parent.parent / ".submitit").iterdir() if p.name.isdigit()]
+        assert not (ckpt.parent / "metrics.json").exists(), "the job ended before it could be interrupted"
+        r = subprocess.run([*interrupt, job_id], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        alongside()
+        assert cmd.wait(timeout=900) == 0, (cwd / "sweep.err").read_text()
+    finally:
+        if cmd.poll() is None:
+            cmd.kill()
+    assert "1/1 jobs finished" in (cwd / "sweep.out").read_text()
+    return ckpt.parent, job_id
+
+
+@pytest.mark.parametrize("how", INTERRUPTS)
+def test_an_interrupted_slurm_job_continues_from_its_checkpoint(cluster, tmp_path, words_file, how):
+    """SLURM preempts a running job (the signal it sends ahead, USR2 as submitit asks for: submitit's
+    checkpointing requeues it with the same arguments), or requeues it (`scontrol requeue`: the same job runs
+    again). Back in its own dir, the job sees it interrupted (a checkpoint, no metrics.json) and resumes there;
+    it ends bit-identical to an uninterrupted run of the same sweep."""
+    interrupt, steps = INTERRUPTS[how]
+    args = ("-m", *PREEMPTIBLE, *steps, "train.eval_every=25000", f"data.path={words_file}")
+    straight = tmp_path / "straight"
+
+    def run_straight():  # while the interrupted job waits to run again (SLURM holds a requeued job 2 minutes)
+        straight.mkdir()
+        r = run_cli(*args, cwd=straight, timeout=900)
+        assert r.returncode == 0, r.stderr
+
+    job_dir, job_id = interrupted_sweep(tmp_path / how, args, interrupt, run_straight)
+    assert slurm_jobs(job_dir.parent) == {job_id: "COMPLETED"}  # the same SLURM job, requeued, then finished
+    log = (job_dir / "run.log").read_text()
+    if how == "preempted":
+        assert "this job is preempted" in log and f"Requeued job {job_id}" in log, log
+    resumed = re.search(r"resuming from \S+ at step (\d+)", log)
+    assert resumed and int(resumed.group(1)) > 0, log
+    (other,) = sweep_of(straight).glob("*/metrics.json")
+    got, want = metrics(job_dir), metrics(other.parent)
+    assert got["status"] == want["status"] == "ok"
+    assert (got["train_loss"], got["dev_loss"]) == (want["train_loss"], want["dev_loss"])
