@@ -112,6 +112,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 ReturnToService=2
+# a job's processes get SIGKILL 5 s after SIGTERM (default 30): submitit ignores SIGTERM, so tests/test_slurm.py's
+# requeued job must be killed before it can finish its steps
+KillWait=5
 # a finished job stays in scontrol show job for 10 minutes (in sacct for good)
 MinJobAge=600
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN

@@ -8,6 +8,9 @@
 TensorBoard: it trains the README's 2x2 grid (`python -m makemore.run -m model.emb=2,10 model.hidden=100,300
 ...`) in a scratch dir, serves it with `tensorboard --logdir <sweep dir>` on 127.0.0.1 and takes headless
 screenshots of the landing tab (Time Series), Custom Scalars and HParams, as a user's first look at them.
+Diagnostics (--only health): two runs of the lecture's config, `model.init=lecture` and `model.init=scaled`, served
+together; Time Series filtered to the saturated share, and the Custom Scalars update-ratio chart
+(docs/img/health_saturation.png, docs/img/health_update_ratio.png).
 optuna-dashboard: it runs a short search (`python -m makemore.run hparams_search=optuna
 hydra.sweeper.n_trials=16 train.steps=3000 hydra.sweeper.min_resource=300 ...`), serves its study with
 `optuna-dashboard <sweep dir>/optuna.journal` and shoots the study's page.
@@ -51,16 +54,18 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--browser", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     p.add_argument("--out", default=str(IMG))
-    p.add_argument("--only", choices=("tensorboard", "dashboard"), help="make only these pictures")
+    p.add_argument("--only", choices=("tensorboard", "dashboard", "health"), help="make only these pictures")
     p.add_argument("--search-steps", type=int, default=3000, help="steps per trial of the dashboard's search")
     args = p.parse_args()
     if not args.browser:
         print("error: no Chromium found: apt-get install chromium, or pass --browser PATH", file=sys.stderr)
         return 2
-    if args.only != "dashboard":
+    if args.only in (None, "tensorboard"):
         tensorboard_shots(args)
-    if args.only != "tensorboard":
+    if args.only in (None, "dashboard"):
         dashboard_shot(args)
+    if args.only in (None, "health"):
+        health_shots(args)
     return 0
 
 
@@ -121,6 +126,48 @@ def tensorboard_shots(args) -> None:
                 page.close()
                 print("wrote", out / name)
             browser.close()
+    finally:
+        tb.terminate()
+        tb.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def health_shots(args) -> None:
+    """The lecture's init beside the scaled init, in train_health/: the saturated share and the update ratios."""
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="makemore-shots-"))
+    data = [f"data.path={Path(args.data).resolve()}"] if args.data else []
+    for init in ("lecture", "scaled"):
+        cmd = [sys.executable, "-m", "makemore.run", f"model.init={init}", "train.steps=5000", "samples=0", *data]
+        print("$", " ".join(cmd[1:]))
+        subprocess.run(cmd, cwd=work, check=True)
+    port = free_port()
+    logdir = work / "outputs" / "runs"
+    tb = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(base)
+        time.sleep(3)
+        out = Path(args.out)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=args.browser, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(base + "/#timeseries", wait_until="networkidle")
+            page.get_by_placeholder("Filter tags").fill("saturated")  # Time Series' tag filter (regex)
+            time.sleep(6)
+            page.screenshot(path=str(out / "health_saturation.png"))
+            page.goto(base + "/#custom_scalars", wait_until="networkidle")
+            time.sleep(6)
+            page.get_by_text("train_health").first.click()  # the diagnoses' category, below makemore's
+            time.sleep(4)
+            page.screenshot(path=str(out / "health_update_ratio.png"))
+            browser.close()
+        print("wrote", out / "health_saturation.png", out / "health_update_ratio.png")
     finally:
         tb.terminate()
         tb.wait(10)

@@ -156,11 +156,12 @@ def test_a_pruned_search_runs_as_slurm_jobs_sharing_the_study(cluster, tmp_path,
 # signal in a job's last 10 minutes (or 20 % of its limit) for a timeout, which hydra.launcher.max_num_timeout=0
 # does not requeue
 PREEMPTIBLE = (*SLURM[:-1], "hydra.launcher.timeout_min=20", "model.hidden=8", "samples=2")
-# `scontrol requeue` sends SIGTERM, which submitit's job ignores, and SIGKILL KillWait (30 s) later: that job
-# trains long enough (400000 steps, about a minute on one core) to be killed before it ends
+# `scontrol requeue` sends SIGTERM, which submitit's job ignores, and SIGKILL KillWait later (5 s on the cluster of
+# .ci/slurm-single-node.sh): that job trains long enough (200000 steps, half a minute or more on one core) to be
+# killed before it ends
 INTERRUPTS = {
     "preempted": (["scancel", "--signal=USR2"], ("train.steps=50000", "train.checkpoint_every=500")),
-    "requeued": (["scontrol", "requeue"], ("train.steps=400000", "train.checkpoint_every=5000")),
+    "requeued": (["scontrol", "requeue"], ("train.steps=200000", "train.checkpoint_every=5000")),
 }
 
 
