@@ -9,7 +9,7 @@ TensorBoard: it trains the README's 2x2 grid (`python -m makemore.run -m model.e
 ...`) in a scratch dir, serves it with `tensorboard --logdir <sweep dir>` on 127.0.0.1 and takes headless
 screenshots of the landing tab (Time Series), Custom Scalars and HParams, as a user's first look at them.
 Diagnostics (--only health): two runs of the lecture's config, `model.init=lecture` and `model.init=scaled`, served
-together; Time Series filtered to the saturated share, and the Custom Scalars update-ratio chart
+together; Time Series filtered to the saturated share, and to the weights' update ratios
 (docs/img/health_saturation.png, docs/img/health_update_ratio.png).
 optuna-dashboard: it runs a short search (`python -m makemore.run hparams_search=optuna
 hydra.sweeper.n_trials=16 train.steps=3000 hydra.sweeper.min_resource=300 ...`), serves its study with
@@ -158,13 +158,14 @@ def health_shots(args) -> None:
             browser = pw.chromium.launch(executable_path=args.browser, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(base + "/#timeseries", wait_until="networkidle")
-            page.get_by_placeholder("Filter tags").fill("saturated")  # Time Series' tag filter (regex)
+            tags = page.locator('input[placeholder^="Filter tags"]').first  # Time Series' tag filter (a regex)
+            tags.fill("saturated")
+            page.keyboard.press("Escape")  # the filter's suggestions
             time.sleep(6)
             page.screenshot(path=str(out / "health_saturation.png"))
-            page.goto(base + "/#custom_scalars", wait_until="networkidle")
+            tags.fill("update_ratio/W")  # the weights' update/data ratios (log10; the lecture's guide: -3)
+            page.keyboard.press("Escape")
             time.sleep(6)
-            page.get_by_text("train_health").first.click()  # the diagnoses' category, below makemore's
-            time.sleep(4)
             page.screenshot(path=str(out / "health_update_ratio.png"))
             browser.close()
         print("wrote", out / "health_saturation.png", out / "health_update_ratio.png")
