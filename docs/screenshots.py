@@ -88,6 +88,20 @@ def wait_for(url: str, seconds: float = 60) -> None:
             time.sleep(0.5)
 
 
+def serve_tensorboard(logdir: Path) -> tuple[subprocess.Popen, str]:
+    """`tensorboard --logdir logdir` on a free port of 127.0.0.1, once it answers: (its process, its URL)."""
+    port = free_port()
+    tb = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(base)
+    time.sleep(3)  # the first load of the logdir
+    return tb, base
+
+
 def tensorboard_shots(args) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -104,16 +118,8 @@ def tensorboard_shots(args) -> None:
     print("$", " ".join(cmd[1:]))
     subprocess.run(cmd, cwd=work, check=True)
     (sweep,) = (work / "outputs" / "multirun").iterdir()
-    port = free_port()
-    tb = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    tb, base = serve_tensorboard(sweep)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(base)
-        time.sleep(3)  # the first load of the logdir
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as pw:
@@ -142,17 +148,8 @@ def health_shots(args) -> None:
         cmd = [sys.executable, "-m", "makemore.run", f"model.init={init}", "train.steps=5000", "samples=0", *data]
         print("$", " ".join(cmd[1:]))
         subprocess.run(cmd, cwd=work, check=True)
-    port = free_port()
-    logdir = work / "outputs" / "runs"
-    tb = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    tb, base = serve_tensorboard(work / "outputs" / "runs")
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(base)
-        time.sleep(3)
         out = Path(args.out)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.browser, args=FLAGS)
