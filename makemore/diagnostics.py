@@ -156,7 +156,9 @@ def _ratios(num: dict[str, list[torch.Tensor]], den: dict[str, list[torch.Tensor
 
 # The rules of thumb (makemore part 3), each warned about once a run:
 INITIAL_LOSS_FACTOR = 1.5  # an initial loss above this x ln(vocabulary): a uniform guess scores ln V exactly
-SATURATED_LIMIT = 0.5  # a tanh layer with more than this share of its units saturated at a diagnosis
+# a tanh layer with more than this share of its units saturated at a diagnosis: above where the trained presets'
+# layers settle (docs/diagnostics.md), below the lecture's init at step 0
+SATURATED_LIMIT = 0.6
 DEAD_LIMIT = 0.05  # ... or more than this share dead (saturated on every probe example: they no longer learn)
 UPDATE_TARGET = -3.0  # log10 of the update/data ratio the lecture steers to
 UPDATE_BAND = 1.0  # warned more than 10x (1 in log10) away from it ...
