@@ -18,7 +18,7 @@ def test_sweep_console_names_its_dir_and_labels_each_jobs_lines(grid_2x2):
     out = r.stdout + r.stderr
     assert out.count(f"run dir: {sweep.resolve()}\n") == 2  # the sweep dir, at its start and end
     for n in range(4):
-        assert re.search(rf"\[#{n}\]\[INFO\] run dir: {re.escape(str(sweep))}/model\.emb=", out), n
+        assert re.search(rf"\[#{n}\]\[INFO\] run dir: {re.escape(str(sweep))}/model\.emb-", out), n
     assert "\x1b[" not in out
 
 
