@@ -16,7 +16,14 @@ from makemore import reference
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND = re.compile(r"python -m (makemore\.[a-z_]+)((?: [^`#|\n]*)?)")
-PLACEHOLDER = {"<run dir>": "RUN", "<run>": "RUN", "<name>": "RUN", "<sweep dir>": "SWEEP", "<sweep>": "SWEEP", "<that sweep>": "SWEEP"}
+PLACEHOLDER = {
+    "<run dir>": "RUN",
+    "<run>": "RUN",
+    "<name>": "RUN",
+    "<sweep dir>": "SWEEP",
+    "<sweep>": "SWEEP",
+    "<that sweep>": "SWEEP",
+}
 
 
 def test_the_configuration_reference_is_generated_from_the_schema():
