@@ -333,8 +333,8 @@ class FastStep:
         return (layer, fwd, bwd)
 
     def _one_layer(self, ix, Y, lr, picked, layer, fwd, bwd) -> None:
-        """__call__'s steps for the lecture's case in straight-line code: at batch 32 a step is ~100 us of torch
-        calls, and the general path's loops and method calls over the layers add a few percent to it."""
+        """__call__'s steps for the lecture's case in straight-line code: at batch 32 a step is a few small torch
+        calls, so the general path's loops and method calls over the layers are a measurable part of it."""
         step = -lr / self.N
         step4 = 4.0 * step
         torch.index_select(self.C2, 0, ix, out=self.rows)
