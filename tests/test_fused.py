@@ -172,14 +172,22 @@ def test_the_kernels_against_torch_autograd(H):
     assert (h_a[:, H:] == 7.0).all()  # the columns past H (the ones column) untouched
     torch.testing.assert_close(mean, x.mean(1))
     torch.testing.assert_close(rstd, torch.rsqrt(x.var(1, unbiased=False) + eps))
+    _check_backward(lib.fused_norm_tanh_backward, x, s, mean, rstd, gain_shift, alpha, h, (xr, gain, shift))
+
+
+def _check_backward(backward, x, s, mean, rstd, gain_shift, alpha, h, leaves):
+    """A backward kernel (fp32) against autograd through h: dx, and the gain and shift moved by alpha times their
+    gradients. The kernel's gradients are those of dL/dy / 4 (tanh'(y) = 4 s (1 - s); step.py keeps the 4 in its
+    alphas)."""
+    xr, gain, shift = leaves
+    N, H = s.shape
     dh = torch.randn(N, H)
     (h * dh).sum().backward()
     dx, gain_out, shift_out = torch.empty(N, H), torch.ones(H), torch.zeros(H)
-    lib.fused_norm_tanh_backward(
+    backward(
         dh.data_ptr(), 0, s.data_ptr(), x.data_ptr(), 0, mean.data_ptr(), rstd.data_ptr(), gain_shift.data_ptr(),
         alpha, gain_out.data_ptr(), shift_out.data_ptr(), dx.data_ptr(), 0, N, H,
     )  # fmt: skip
-    # the kernel's gradients are those of dL/dy / 4 (tanh'(y) = 4 s (1 - s); step.py keeps the 4 in its alphas)
     torch.testing.assert_close(4 * dx, xr.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(4 * (gain_out - 1) / alpha, gain.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(4 * shift_out / alpha, shift.grad, rtol=1e-4, atol=1e-5)
@@ -212,13 +220,4 @@ def test_the_batch_norm_kernels_against_torch_autograd(H):
     torch.testing.assert_close(rstd, torch.rsqrt(x.var(0, unbiased=False) + eps))
     torch.testing.assert_close(rm, rm_ref)
     torch.testing.assert_close(rv, rv_ref)  # moved by the unbiased variance, as torch's
-    dh = torch.randn(N, H)
-    (h * dh).sum().backward()
-    dx, gain_out, shift_out = torch.empty(N, H), torch.ones(H), torch.zeros(H)
-    lib.fused_batchnorm_tanh_backward(
-        dh.data_ptr(), 0, s.data_ptr(), x.data_ptr(), 0, mean.data_ptr(), rstd.data_ptr(), gain_shift.data_ptr(),
-        alpha, gain_out.data_ptr(), shift_out.data_ptr(), dx.data_ptr(), 0, N, H,
-    )  # fmt: skip
-    torch.testing.assert_close(4 * dx, xr.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(4 * (gain_out - 1) / alpha, gain.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(4 * shift_out / alpha, shift.grad, rtol=1e-4, atol=1e-5)
+    _check_backward(lib.fused_batchnorm_tanh_backward, x, s, mean, rstd, gain_shift, alpha, h, (xr, gain, shift))

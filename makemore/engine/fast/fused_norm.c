@@ -50,6 +50,17 @@ static inline float exp_approx(float x) {
     return p * scale;
 }
 
+/* row i of h = 2s - 1 = tanh(y), written as bf16 or fp32 at row stride h_stride (the buffer the layer above reads) */
+static inline void store_h(void *h, int h_bf16, long h_stride, long i, const float *si, long H) {
+    if (h_bf16) {
+        uint16_t *hi = (uint16_t *)h + i * h_stride;
+        for (long j = 0; j < H; j++) hi[j] = f32_to_bf16(2.0f * si[j] - 1.0f);
+    } else {
+        float *hi = (float *)h + i * h_stride;
+        for (long j = 0; j < H; j++) hi[j] = 2.0f * si[j] - 1.0f;
+    }
+}
+
 static inline void load_row(float *dst, const void *src, int bf16, long i, long H) {
     if (bf16) {
         const uint16_t *x = (const uint16_t *)src + i * H;
@@ -85,13 +96,7 @@ void fused_norm_tanh_forward(const void *x, int x_bf16, const float *gain_shift,
                 float y2 = 2.0f * ((xr[j] - mu) * rs * gain[j] + shift[j]);
                 si[j] = 1.0f / (1.0f + exp_approx(-y2));
             }
-            if (h_bf16) {
-                uint16_t *hi = (uint16_t *)h + i * h_stride;
-                for (long j = 0; j < H; j++) hi[j] = f32_to_bf16(2.0f * si[j] - 1.0f);
-            } else {
-                float *hi = (float *)h + i * h_stride;
-                for (long j = 0; j < H; j++) hi[j] = 2.0f * si[j] - 1.0f;
-            }
+            store_h(h, h_bf16, h_stride, i, si, H);
         }
         free(xr);
     }
@@ -199,13 +204,7 @@ void fused_batchnorm_tanh_forward(const void *x, int x_bf16, const float *gain_s
                 float y2 = 2.0f * ((xr[j] - mean[j]) * rstd[j] * gain[j] + shift[j]);
                 si[j] = 1.0f / (1.0f + exp_approx(-y2));
             }
-            if (h_bf16) {
-                uint16_t *hi = (uint16_t *)h + i * h_stride;
-                for (long j = 0; j < H; j++) hi[j] = f32_to_bf16(2.0f * si[j] - 1.0f);
-            } else {
-                float *hi = (float *)h + i * h_stride;
-                for (long j = 0; j < H; j++) hi[j] = 2.0f * si[j] - 1.0f;
-            }
+            store_h(h, h_bf16, h_stride, i, si, H);
         }
         free(xr);
     }
