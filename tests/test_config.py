@@ -167,6 +167,22 @@ def test_best_adamw_preset():
     assert engine.resolve("auto", models.build(to_dict(cfg)["model"], 27)) == "fast"
 
 
+def test_best_mlp_family_preset_is_best_adamw():
+    """Neither families study beat the widened search's best MLP-family config: the preset composes it."""
+    assert compose_cfg("experiment=best_mlp_family") == compose_cfg("experiment=best_adamw")
+
+
+def test_best_overall_preset():
+    """hparams_search=families' best (its 9000-step study): an RNN of hidden 256 with AdamW and a cosine lr."""
+    cfg = compose_cfg("experiment=best_overall")
+    m, t = cfg.model, cfg.train
+    assert (m.kind.value, m.block_size, m.emb, m.hidden) == ("rnn", 16, 64, 256)
+    assert (t.steps, t.batch_size) == (9000, 64)
+    assert (cfg.optimizer.name, round(cfg.optimizer.weight_decay, 4)) == ("adamw", 0.0498)
+    assert (round(cfg.schedule.lr, 6), cfg.schedule.min_lr, cfg.schedule.name) == (0.001137, 1e-5, "cosine")
+    validate(cfg)
+
+
 def test_grid_preset_is_a_multirun():
     cfg = compose_cfg("experiment=grid_hidden_emb", hydra_cfg=True)
     assert cfg.hydra.mode.name == "MULTIRUN"
