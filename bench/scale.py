@@ -7,7 +7,8 @@ their own arithmetic, measured side by side in one invocation.
 It writes the file itself (each name of names.txt followed by another, --words lines, in a temporary dir), then
   1. times makemore.data.load on it (read, vocabulary, the lecture's split, the contexts), the lecture config;
   2. times the final evaluation of a lecture-sized MLP over every train and dev example (what a run's last
-     evaluation does) against its two matrix products alone, at the same chunk size, on the same threads.
+     evaluation does) against its two matrix products alone, at the same chunk size, on the same threads:
+     the evaluation a run does (makemore/models/plain_eval.c on the CPU) and torch's kernels, the same model.
 """
 
 from __future__ import annotations
@@ -74,13 +75,21 @@ def main() -> None:
     X = torch.cat([data.X["train"], data.X["dev"]])
     Y = torch.cat([data.Y["train"], data.Y["dev"]])
     products = min(products_seconds(model, X) for _ in range(2))
-    t0 = time.perf_counter()
-    model.evaluate(X, Y)
-    evaluation = time.perf_counter() - t0
     macs = X.shape[0] * (model.W1.shape[1] * model.W1.shape[2] + model.Wout.shape[1] * model.Wout.shape[2])
-    print(f"final evaluation of train and dev ({X.shape[0]} examples, the lecture's MLP): {evaluation:.2f} s; "
-          f"its two products alone {products:.2f} s ({2 * macs / products / 1e9:.0f} GFLOP/s): "
-          f"{evaluation / products:.2f}x their time")  # fmt: skip
+    print(f"the evaluation's two products alone ({X.shape[0]} examples of train and dev, the lecture's MLP): "
+          f"{products:.2f} s ({2 * macs / products / 1e9:.0f} GFLOP/s)")  # fmt: skip
+    torch_path = MLP(len(data.vocab), 3, 10, 200, init="scaled")
+    torch_path.load_state_dict(model.state_dict())
+    torch_path._plain_eval_library = lambda: None  # the same model on torch's kernels (what MAKEMORE_FUSED=0 runs)
+    for name, m in (("plain_eval.c", model), ("torch's kernels", torch_path)):
+        if name == "plain_eval.c" and model._plain_eval_library() is None:
+            print("plain_eval.c: not built here (the log says why)")
+            continue
+        t0 = time.perf_counter()
+        loss = m.evaluate(X, Y)
+        seconds = time.perf_counter() - t0
+        print(f"final evaluation, {name}: {seconds:.2f} s, {seconds / products:.2f}x the products' time "
+              f"(loss {loss.item():.6f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -29,9 +30,16 @@ def _cpu() -> str:
         return platform.machine() + platform.processor()
 
 
+def _texts(source: Path) -> list[str]:
+    """The source and the project's headers it includes (#include "..."): a header's change rebuilds it too."""
+    text = source.read_text()
+    headers = re.findall(r'#include "([^"]+)"', text)
+    return [text, *(t for h in headers for t in _texts((source.parent / h).resolve()))]
+
+
 def _build(cc: str, source: Path) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), *FLAGS, cc, version, _cpu()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([*_texts(source), *FLAGS, cc, version, _cpu()]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "makemore"
     path = cache / f"{source.stem}-{key}.so"
     if not path.exists():

@@ -22,12 +22,14 @@ from collections.abc import Iterator
 
 import torch
 
+from . import plain_eval
 from .base import CHUNK, LanguageModel, chunks
 from .layers import draw_linear, embed, linear, normalize, tanh
 from .taps import tap
 
 NORMS = ("none", "batch", "layer")
 BN_EVALS = ("running", "calibrated")  # model.bn_eval: which statistics batch norm evaluates with
+TABLES = 1 << 22  # the most table elements (block x vocabulary x hidden) of plain_eval's evaluation
 
 
 class MLP(LanguageModel):
@@ -206,12 +208,29 @@ class MLP(LanguageModel):
         if self.norm != "none" or self.layers != 1:
             return super().evaluate(X, Y, chunk)
         total = torch.zeros(self.replicas, dtype=torch.float64)
+        lib = self._plain_eval_library()
+        if lib is not None:  # plain_eval.c, one replica at a time with the whole chunk
+            bufs: dict = {}
+            for k in range(self.replicas):
+                f = plain_eval.Folded(*(t[k].detach() for t in (self.C, self.W1, self.b1, self.Wout, self.bout)))
+                for x, y in chunks(X, Y, 1, self.device, chunk):
+                    total[k] += plain_eval.summed_loss(lib, f, x, y, bufs)
+            return (total / max(X.shape[0], 1)).float()
         folded = [self._folded(k) for k in range(self.replicas)]
         for x, y in chunks(X, Y, self.replicas, self.device, chunk):
             for k in range(self.replicas):
                 ce = torch.nn.functional.cross_entropy(self._plain_logits(k, x, folded[k]), y, reduction="none")
                 total[k] += ce.cpu().double().sum()  # each example's loss in float64: the chunks do not matter
         return (total / max(X.shape[0], 1)).float()
+
+    def _plain_eval_library(self):
+        """plain_eval.c where it applies: the CPU, fp32 weights, no direct connections, tables of at most
+        TABLES elements (a large vocabulary's tables would outgrow the product they replace)."""
+        if self.device.type != "cpu" or self.direct or self.W1.dtype != torch.float32:
+            return None
+        if self.block_size * self.vocab_size * self.hidden > TABLES:
+            return None
+        return plain_eval.library()
 
     def _folded(self, k: int) -> tuple[torch.Tensor, ...]:
         """Replica k's weights folded for _plain_logits: [W1; b1] doubled (the product then gives 2y, sigmoid's
