@@ -16,6 +16,7 @@ For each preset (experiments/<name>.yaml, as `python -m makemore.run experiment=
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -106,17 +107,13 @@ def step_table(preset: str, runs: dict, steps: int, rounds: int) -> None:
         t0 = time.perf_counter()
         go()  # warm-up; torch.compile compiles here
         warm[name] = time.perf_counter() - t0
-    best = {name: float("inf") for name in cases}
-    for _ in range(rounds):
-        for name, go in cases.items():
-            t0 = time.perf_counter()
-            go()
-            best[name] = min(best[name], 1e6 * (time.perf_counter() - t0) / steps)
     fast = runs.get("fast")
     prods = products(fast.engine) if fast is not None else None
     if prods is not None:
         prods()
-        prod_us = min(_timed(prods) for _ in range(rounds)) * 1e6
+        cases["products"] = lambda: [prods() for _ in range(steps)]  # in each round: the same minute's speed
+    best, ratios = _rounds(cases, steps, rounds)
+    prod_us = best.pop("products", None)
     print(f"\nexperiment={preset}: {next(iter(runs.values())).model.num_params()} parameters, batch "
           f"{next(iter(runs.values())).loop.batch_size}; best of {rounds} x {steps} steps")  # fmt: skip
     print(f"{'engine':22s} {'us/step':>9s} {'steps/s':>8s} {'products':>9s} {'vs fast':>8s} {'warm-up s':>10s}")
@@ -126,15 +123,26 @@ def step_table(preset: str, runs: dict, steps: int, rounds: int) -> None:
         print(f"{name:22s} {us:9.0f} {1e6 / us:8.0f} {share:8.0%}{'' if prods is not None else '*'} {vs:>8s} "
               f"{warm[name]:10.1f}")  # fmt: skip
     if prods is not None:
-        print(f"products alone: {prod_us:.0f} us; the fast step takes {best['fast'] / prod_us:.2f}x their time")
+        print(f"products alone: {prod_us:.0f} us; the fast step takes {best['fast'] / prod_us:.2f}x their time "
+              f"(best of each; the median of the rounds' ratios: {statistics.median(ratios):.2f}x)")  # fmt: skip
     else:
         print("* the share of the step torch's profiler counts in matrix products (no fast engine here)")
 
 
-def _timed(go) -> float:
-    t0 = time.perf_counter()
-    go()
-    return time.perf_counter() - t0
+def _rounds(cases: dict, steps: int, rounds: int) -> tuple[dict, list]:
+    """Each case's best µs per step over the rounds (every case once per round), and each round's ratio of the
+    fast step to the products where both are timed."""
+    best, ratios = {name: float("inf") for name in cases}, []
+    for _ in range(rounds):
+        this = {}
+        for name, go in cases.items():
+            t0 = time.perf_counter()
+            go()
+            this[name] = 1e6 * (time.perf_counter() - t0) / steps
+        best = {name: min(best[name], us) for name, us in this.items()}
+        if "products" in this and "fast" in this:
+            ratios.append(this["fast"] / this["products"])
+    return best, ratios
 
 
 def budget_table(preset: str, data: str, threads: int, budget: int) -> None:

@@ -1,5 +1,6 @@
 """The fast step's norm (layer or batch) and tanh fused into one C pass each way (fused_norm.c; batch norm's
-statistics need one more), built for this machine on first use and called through ctypes.
+statistics need one more), and its AdamW update in one pass over the flat buffer, built for this machine on first
+use and called through ctypes.
 
 Why hand-written: the step's elementwise work around the hidden layer is five or six torch calls each way
 (conversions, native_layer_norm, sigmoid, 2s - 1; their backwards and the gain and shift updates), each a pass
@@ -37,6 +38,8 @@ _SIGNATURES = {
     "fused_batchnorm_tanh_forward": [_P, _I, _P, _F, _F, _P, _P, _P, _P, _I, _L, _P, _P, _L, _L],
     # the same arguments as fused_norm_tanh_backward (mean and rstd per column)
     "fused_batchnorm_tanh_backward": [_P, _I, _P, _P, _I, _P, _P, _P, _F, _P, _P, _P, _I, _L, _L],
+    # p, g, m, v, wd (or NULL), n, lr, b1, b2, bc1, sqrt_bc2, eps
+    "fused_adamw": [_P, _P, _P, _P, _P, _L, _F, _F, _F, _F, _F, _F],
 }
 
 

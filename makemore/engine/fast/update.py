@@ -9,6 +9,7 @@ import math
 import torch
 
 from ..optim import set_lr
+from .fused import library as fused_library
 
 
 class FlatUpdate:
@@ -29,6 +30,9 @@ class FlatUpdate:
         self.buf2 = torch.zeros_like(flat) if conf["name"] == "adamw" else None  # AdamW: second moment
         self.tmp = torch.empty_like(flat)
         self.opt = None
+        # the closed form in one C pass (fused_norm.c's fused_adamw) on the CPU where it is built
+        on_cpu = flat.device.type == "cpu" and flat.dtype == torch.float32 and flat.is_contiguous()
+        self.lib = fused_library() if conf["name"] == "adamw" and impl == "closed" and on_cpu else None
         if conf["name"] == "adamw" and impl != "closed":
             flat.grad = grad
             b1, b2 = conf["betas"]
@@ -51,16 +55,21 @@ class FlatUpdate:
             else:
                 p.add_(self.buf1, alpha=-lr)
             return
+        b1, b2 = self.conf["betas"]
+        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
+        if self.lib is not None:
+            wd = self.wd.data_ptr() if self.has_wd else None
+            self.lib.fused_adamw(p.data_ptr(), g.data_ptr(), self.buf1.data_ptr(), self.buf2.data_ptr(), wd,
+                                 p.numel(), lr, b1, b2, bc1, math.sqrt(bc2), self.conf["eps"])  # fmt: skip
+            return
         if self.has_wd:
             p.addcmul_(self.wd, p, value=-lr)  # decoupled: p *= 1 - lr * wd, where decayed
         if self.opt is not None:
             set_lr(self.opt, lr)
             self.opt.step()
             return
-        b1, b2 = self.conf["betas"]
         self.buf1.lerp_(g, 1 - b1)
         self.buf2.mul_(b2).addcmul_(g, g, value=1 - b2)
-        bc1, bc2 = 1 - b1**self.t, 1 - b2**self.t
         denom = torch.sqrt(self.buf2, out=self.tmp).div_(math.sqrt(bc2)).add_(self.conf["eps"])
         p.addcdiv_(self.buf1, denom, value=-lr / bc1)
 
