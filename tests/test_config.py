@@ -93,6 +93,8 @@ def test_defaults_are_the_contract():
             (["hparams_search=mlp_wider"], "hydra.sweeper.n_jobs", 2),
             (["hparams_search=mlp_wide"], "hydra.sweeper.min_resource", 5000),
             (["hparams_search=mlp_wide"], "hydra.sweep.dir", "outputs/search/mlp_wide"),
+            (["hparams_search=recurrent"], "hydra.sweep.dir", "outputs/search/recurrent"),
+            (["hparams_search=recurrent"], "hydra.sweeper.min_resource", 2000),
             (["hparams_search=optuna", "hydra.sweeper.pruner=median"], "hydra.sweeper.pruner", "median"),
             (["hydra/sweeper=makemore_optuna"], "hydra.sweeper.pruner", "hyperband"),
             (["hydra/launcher=slurm"], "hydra.launcher.mem_gb", 4),

@@ -177,6 +177,14 @@ def test_the_widened_search_preset_composes_and_its_conditions_hold():
         compose_hydra("hparams_search=mlp_wider", "hydra.sweeper.conditionl={}")
 
 
+def test_the_recurrent_search_preset_composes_to_its_space():
+    cfg = compose_hydra("hparams_search=recurrent")
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    space, fixed = search.search_space([f"{k}={v}" for k, v in sweeper["params"].items()])
+    assert {"model", "model.hidden", "model.emb", "schedule.lr"} <= set(space) and not fixed
+    assert (cfg.schedule.name, cfg.optimizer.name, cfg.train.steps) == ("cosine", "adamw", 20000)
+
+
 # -- pruners ----------------------------------------------------------------------------------------------------
 
 
