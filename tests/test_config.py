@@ -174,9 +174,22 @@ def test_best_mlp_family_preset_is_best_adamw():
     assert compose_cfg("experiment=best_mlp_family") == compose_cfg("experiment=best_adamw")
 
 
-def test_best_overall_preset():
+def test_transformer_dropout_preset_is_the_transformer_regularized():
+    """experiment=transformer with dropout 0.1, 30,000 steps and a stepped lr: nothing else differs."""
+    overrides = ["model.dropout=0.1", "train.steps=30000", "train.eval_every=3000"]
+    overrides += ["schedule.lrs=[0.001,0.0003,0.0001]", "schedule.milestones=[15000,24000]"]
+    cfg = compose_cfg("experiment=transformer_dropout")
+    assert cfg == compose_cfg("experiment=transformer", *overrides)
+    validate(cfg)
+
+
+def test_best_overall_preset_is_transformer_dropout():
+    assert compose_cfg("experiment=best_overall") == compose_cfg("experiment=transformer_dropout")
+
+
+def test_best_rnn_preset():
     """hparams_search=families' best (its 9000-step study): an RNN of hidden 256 with AdamW and a cosine lr."""
-    cfg = compose_cfg("experiment=best_overall")
+    cfg = compose_cfg("experiment=best_rnn")
     m, t = cfg.model, cfg.train
     assert (m.kind.value, m.block_size, m.emb, m.hidden) == ("rnn", 16, 64, 256)
     assert (t.steps, t.batch_size) == (9000, 64)
