@@ -78,7 +78,7 @@ def test_an_index_outside_the_vocabulary_is_refused(where):
         drawn().evaluate(X, Y)
 
 
-def test_the_other_mlps_and_devices_run_torchs_path():
+def test_the_other_mlps_run_torchs_path():
     assert MLP(27, 3, 10, 20, direct=True)._plain_eval_library() is None
     assert MLP(27, 3, 10, 20, layers=2).evaluate(*data(27, 3, 50)).isfinite().all()
     big = MLP(5000, 8, 2, 200)  # 8 x 5000 x 200 table elements: more than the product they would replace
