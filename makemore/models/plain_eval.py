@@ -7,7 +7,7 @@ of 2T (and 2 b1) per example and takes s = sigmoid(2y) in the same pass: tanh(y)
 output layer (h Wout + bout = s (2 Wout) + bout - the column sums of Wout). The output product stays torch's
 (MKL), with its columns padded to a multiple of 32, where MKL is faster; then plain_eval.c takes each row's
 cross-entropy over the first V columns and sums them in float64, in row order. The same sums as the model's
-forward in a different order: the losses agree with it to float rounding (tests/test_models.py).
+forward in a different order: the losses agree with it to float rounding (tests/test_plain_eval.py).
 
 Why C: torch's path spends more than its products' time on the embedding gather, the sigmoid, the
 log-softmax and the loss gather, each a pass over memory (docs/performance.md, "Data and evaluation at
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import os
 from pathlib import Path
 
@@ -29,8 +28,6 @@ from .. import native
 
 SOURCE = Path(__file__).with_name("plain_eval.c")
 PAD = 32  # the output product's column multiple
-
-log = logging.getLogger(__name__)
 
 _P, _L = ctypes.c_void_p, ctypes.c_long
 _SIGNATURES = {
