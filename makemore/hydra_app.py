@@ -250,7 +250,25 @@ def unknown_key(full_key: str, schema: Any) -> str:
     kind = next((f.default for f in fields(schema) if f.name == "kind"), None) if names else None
     if parent == "model" and kind is not None:
         owner = f"model={getattr(kind, 'value', kind)}"
+    if parent == "schedule":
+        owner, hint = _other_schedule(key, schema, hint)
     return f"unknown key {full_key}{hint} ({owner} has: {', '.join(names)})"
+
+
+def _other_schedule(key: str, schema: Any, hint: str) -> tuple[str, str]:
+    """A key of the other schedule: most often a preset's (experiment=transformer sets schedule.lrs), which
+    merges into whichever schedule the command line picks, so name the schedule that has it."""
+    from dataclasses import fields
+
+    from .config import CosineSchedule, StepSchedule
+
+    mine = next((f.default for f in fields(schema) if f.name == "name"), "?")
+    for other in (StepSchedule, CosineSchedule):
+        theirs = next(f.default for f in fields(other) if f.name == "name")
+        if theirs != mine and key in {f.name for f in fields(other)}:
+            hint = f": a key of schedule={theirs}, and this run has schedule={mine}; a preset that sets it runs with "
+            hint += f"schedule={theirs} only"
+    return f"schedule={mine}", hint
 
 
 def hydra_error(e: BaseException) -> str | None:

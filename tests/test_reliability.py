@@ -36,6 +36,15 @@ BAD_INPUTS = [
     (("model.hidden=abc",), ("model.hidden", "abc")),
     (("resume=true",), ("resume=true: there is no checkpoint to continue",)),
     (("resume=nowhere",), ("resume=nowhere: no such dir",)),
+    (
+        ("experiment=transformer", "schedule=cosine"),
+        (
+            "unknown key schedule.lrs: a key of schedule=step",
+            "this run has schedule=cosine",
+            "schedule=cosine has: name",
+        ),
+    ),
+    (("schedule.lrz=[1]",), ("unknown key schedule.lrz", "did you mean schedule.lrs?", "schedule=step has")),
     (("-m", "model.hiden=3,4"), ("unknown key model.hiden", "did you mean model.hidden?")),
     (("-m", "+model.hiden=3,4"), ("unknown key model.hiden",)),
     (("-m", "model.layers=1,2", "+model.hiden=3"), ("unknown key model.hiden",)),
