@@ -89,6 +89,7 @@ class MLPConfig:
     layers: int = 1  # tanh hidden layers of width `hidden` (the norm applies to each)
     direct: bool = False  # Bengio et al. 2003's direct connections from the embeddings to the output layer
     bn_eval: BNEval = BNEval.calibrated  # with norm=batch: the statistics evaluation normalizes by
+    dropout: float = 0.0  # on each tanh layer's output while training (trains with the autograd engine)
 
 
 @dataclass
@@ -110,6 +111,7 @@ class WaveNetConfig:
     init: Init = Init.scaled
     norm: Norm = Norm.batch
     bn_eval: BNEval = BNEval.calibrated  # with norm=batch: the statistics evaluation normalizes by
+    dropout: float = 0.0  # on each level's tanh output while training (trains with the autograd engine)
 
 
 @dataclass
@@ -308,11 +310,11 @@ def _validate_model(m: Any) -> None:
         raise ConfigError(f"model.block_size must be 1 for model=bigram, got {m.block_size}")
     if kind == "wavenet" and (m.block_size < 2 or m.block_size & (m.block_size - 1)):
         raise ConfigError(f"model.block_size must be a power of 2 (2, 4, 8, ...) for model=wavenet, got {m.block_size}")
-    if kind == "transformer":
-        if m.emb % m.n_head:
-            raise ConfigError(f"model.emb ({m.emb}) must be a multiple of model.n_head ({m.n_head})")
-        if not 0 <= m.dropout < 1:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    if kind == "transformer" and m.emb % m.n_head:
+        raise ConfigError(f"model.emb ({m.emb}) must be a multiple of model.n_head ({m.n_head})")
+    dropout = getattr(m, "dropout", None)
+    if dropout is not None and not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
 
 
 def _validate_optimizer(o: Any) -> None:

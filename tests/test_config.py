@@ -261,6 +261,8 @@ def test_typos_and_types_fail_at_composition(override):
         (["model=bigram", "model.block_size=2"], "model.block_size must be 1"),
         (["model=transformer", "model.emb=30"], r"model.emb \(30\) must be a multiple of model.n_head \(4\)"),
         (["model=transformer", "model.dropout=1.0"], "model.dropout"),
+        (["model.dropout=-0.1"], "model.dropout"),
+        (["model=wavenet", "model.dropout=1.5"], "model.dropout"),
         (["model=transformer", "model.n_layer=0"], "model.n_layer"),
         (["model=gru", "model.hidden=0"], "model.hidden"),
         (["model=rnn", "model.kind=transformer"], "model.kind must be rnn, gru"),

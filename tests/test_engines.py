@@ -310,3 +310,7 @@ def test_engine_choice():
         engines.resolve("fast", Transformer(27))
     with pytest.raises(ConfigError, match=r"train\.engine must be one of auto, fast, autograd, got 'turbo'"):
         engines.resolve("turbo", one)
+    for dropped in (MLP(27, dropout=0.2), WaveNet(27, dropout=0.2)):  # the fast step has no dropout masks
+        assert engines.resolve("auto", dropped) == "autograd"
+        with pytest.raises(ConfigError, match=r"train\.engine=fast does not support model\.dropout=0\.2"):
+            engines.resolve("fast", dropped)

@@ -139,6 +139,7 @@ def test_evaluate_equals_loss_in_eval_mode(norm, K):
     [
         ({"layers": 3}, "sgd"),
         ({"layers": 2, "direct": True, "norm": "batch"}, "adamw"),
+        ({"layers": 2, "dropout": 0.2}, "adamw"),
         *(
             pytest.param(o, opt, marks=pytest.mark.slow)
             for o, opt in [({"layers": 3}, "adamw"), ({"direct": True}, "sgd"), ({"direct": True}, "adamw")]
@@ -156,6 +157,29 @@ def test_each_mlp_option_trains_on_the_autograd_engine(options, opt, tiny_data):
     progress = fit(net, engine, tiny_data, loop)
     after = torch.tensor(progress.evals[-1]["train"])
     assert torch.all(after < before - 0.4), (before, after)
+
+
+@pytest.mark.parametrize("cls", [MLP, models.WaveNet])
+def test_dropout_acts_while_training_only(cls):
+    """model.dropout: each tanh output zeroed with probability p and the rest scaled by 1/(1 - p) while training,
+    drawn from torch's generator; evaluation is the model without dropout, and p = 0 draws nothing."""
+    plain, dropped = cls(27, 8, 4, 64, norm="layer"), cls(27, 8, 4, 64, norm="layer", dropout=0.5)
+    X = torch.randint(0, 27, (1, 256, 8))
+    assert torch.equal(plain(X), dropped(X))
+    x, _ = plain._embedded(X)
+    h, kept = plain._layer(1, x, train=True), dropped._layer(1, x, train=True)
+    assert torch.allclose(kept[kept != 0], 2 * h[kept != 0])  # the kept ones scaled by 1 / (1 - 0.5)
+    assert 0.45 < (kept == 0).float().mean() < 0.55
+    torch.manual_seed(0)
+    a = dropped(X, train=True)
+    torch.manual_seed(0)
+    assert torch.equal(a, dropped(X, train=True))  # the same draws repeat it
+    assert not torch.equal(a, plain(X, train=True))
+    state = torch.get_rng_state()
+    plain(X, train=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        cls(27, 8, 4, 16, dropout=1.0)
 
 
 # -- the bigram ---------------------------------------------------------------------------------------------------

@@ -95,8 +95,16 @@ def test_replicas_report_mean_and_std(tmp_path, words_file):
         (("optimizer=adamw", "schedule.lrs=[0.01,0.001]"), 60000),
         (("train.engine=autograd", "optimizer=adamw", "schedule.lrs=[0.01,0.001]", "model.norm=batch"), 12000),
         (("model.layers=2", "model.direct=true", "optimizer.momentum=0.5"), 12000),  # autograd
+        (("model=wavenet", "model.block_size=4", "model.dropout=0.2", "optimizer=adamw"), 1500),  # torch's generator
     ],
-    ids=["fast-sgd", "fast-nesterov", "fast-adamw", "autograd-adamw-batchnorm", "autograd-layers-direct-momentum"],
+    ids=[
+        "fast-sgd",
+        "fast-nesterov",
+        "fast-adamw",
+        "autograd-adamw-batchnorm",
+        "autograd-layers-direct-momentum",
+        "autograd-wavenet-dropout",
+    ],
 )
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, words_file, options, steps):
     args = (

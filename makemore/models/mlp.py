@@ -5,6 +5,9 @@
     x      = tanh(norm(x @ W_l + b_l))               # l = 1..layers; the norm (batch or layer) is optional
     logits = x @ Wout + bout [+ emb @ D]             # D: the paper's direct connections (model.direct)
 
+While training, model.dropout zeroes each tanh output with that probability (and scales the rest by 1/(1 - p)),
+as Srivastava et al. 2014; the autograd engine trains it (the fast engine's hand-derived step has no masks).
+
 Every parameter carries a leading replica dimension K (K = 1 for a plain run): matrices (K, in, out) and the
 embedding table are 3-D, biases and norm parameters 2-D (the optimizers decay only the former). Replica k is
 drawn from its own generator, seeded seed + k, in the lecture's order: C, then each layer's W and b, then Wout,
@@ -46,6 +49,7 @@ class MLP(LanguageModel):
         norm: str = "none",
         direct: bool = False,
         bn_eval: str = "calibrated",
+        dropout: float = 0.0,
         replicas: int = 1,
         init: str = "lecture",
         seed: int = 2147483647,
@@ -56,7 +60,9 @@ class MLP(LanguageModel):
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if bn_eval not in BN_EVALS:
             raise ValueError(f"bn_eval must be one of {', '.join(BN_EVALS)}, got {bn_eval!r}")
-        self.bn_eval = bn_eval
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.bn_eval, self.dropout = bn_eval, dropout
         self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
         self.replicas, self.norm, self.layers, self.direct = replicas, norm, layers, direct
         self.init = init  # the recipe it was drawn with (diagnostics name the fix for a bad start)
@@ -157,7 +163,8 @@ class MLP(LanguageModel):
             hpre = normalize(hpre.float(), self.norm, gain, shift, self.running(i), train)
         h = tanh(hpre)
         tap(f"layer{i}", hpre, h)  # for diagnostics.probe
-        return h
+        # drawn from torch's generator, which checkpoints keep; none drawn at 0, so such runs repeat as before
+        return torch.nn.functional.dropout(h, self.dropout, True) if train and self.dropout else h
 
     @contextlib.contextmanager
     def eval_statistics(self, X: torch.Tensor | None) -> Iterator[None]:

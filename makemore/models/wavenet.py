@@ -29,6 +29,7 @@ class WaveNet(MLP):
         *,
         norm: str = "batch",
         bn_eval: str = "calibrated",
+        dropout: float = 0.0,
         replicas: int = 1,
         init: str = "scaled",
         seed: int = 2147483647,
@@ -39,8 +40,8 @@ class WaveNet(MLP):
             raise ValueError(f"block_size must be a power of 2 (>= 2) for WaveNet, got {block_size}")
         self.bias = norm != "batch"
         super().__init__(
-            vocab_size, block_size, emb, hidden, layers=levels, norm=norm, bn_eval=bn_eval, replicas=replicas,
-            init=init, seed=seed, device=device,
+            vocab_size, block_size, emb, hidden, layers=levels, norm=norm, bn_eval=bn_eval, dropout=dropout,
+            replicas=replicas, init=init, seed=seed, device=device,
         )  # fmt: skip
 
     def layer_merges(self) -> list[int]:

@@ -16,9 +16,11 @@ from .update import FlatUpdate
 
 def unsupported(model) -> str | None:
     """Why this engine cannot train `model` (the family it lacks, as `model=kind`), or None: it trains the stacks of
-    tanh layers, the MLP (any number of layers, any norm, direct connections) and WaveNet."""
+    tanh layers, the MLP (any number of layers, any norm, direct connections) and WaveNet, without dropout."""
     if not isinstance(model, MLP):
         return f"model={model.kind}"
+    if model.dropout:
+        return f"model.dropout={model.dropout} (its step has no dropout masks)"
     return None
 
 
