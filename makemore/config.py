@@ -122,6 +122,7 @@ class RNNConfig:
     block_size: int = 16  # tokens of a row: the start token and up to 15 characters (names.txt's longest)
     emb: int = 64  # makemore's n_embd
     hidden: int = 64  # the hidden state (makemore's n_embd2)
+    dropout: float = 0.0  # on the embeddings in and the hidden states out while training (not in makemore)
 
 
 @dataclass

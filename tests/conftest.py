@@ -79,7 +79,7 @@ def metrics(run_dir: Path) -> dict:
 FAMILIES = {
     "wavenet": ("model=wavenet", "model.block_size=4", "model.emb=4", "model.hidden=8"),
     "rnn": ("model=rnn", "model.emb=4", "model.hidden=8"),
-    "gru": ("model=gru", "model.emb=4", "model.hidden=8"),
+    "gru": ("model=gru", "model.emb=4", "model.hidden=8", "model.dropout=0.1"),
     "bow": ("model=bow", "model.emb=4", "model.hidden=8"),
     "transformer": ("model=transformer", "model.emb=8", "model.n_layer=2", "model.n_head=2", "model.dropout=0.1"),
 }

@@ -263,6 +263,7 @@ def test_typos_and_types_fail_at_composition(override):
         (["model=transformer", "model.dropout=1.0"], "model.dropout"),
         (["model.dropout=-0.1"], "model.dropout"),
         (["model=wavenet", "model.dropout=1.5"], "model.dropout"),
+        (["model=gru", "model.dropout=1.0"], "model.dropout"),
         (["model=transformer", "model.n_layer=0"], "model.n_layer"),
         (["model=gru", "model.hidden=0"], "model.hidden"),
         (["model=rnn", "model.kind=transformer"], "model.kind must be rnn, gru"),

@@ -245,6 +245,26 @@ def test_a_sequence_models_rows_score_each_target_as_its_prefix_does(kind):
     assert m.evaluate(X, Y).item() == pytest.approx(nll / n, rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "gru", "transformer"])
+def test_a_sequence_models_dropout_acts_while_training_only(kind):
+    """model.dropout of the sequence families: evaluation is the model without it, training draws its masks from
+    torch's generator (the same draws repeat a step), and p = 0 draws nothing."""
+    X = torch.randint(0, 27, (1, 32, 6))
+    plain = models.build(FAMILY_CONFIGS[kind], 27, seed=3)
+    dropped = models.build({**FAMILY_CONFIGS[kind], "dropout": 0.3}, 27, seed=3)
+    with torch.no_grad():
+        assert torch.equal(plain(X), dropped(X))
+        torch.manual_seed(0)
+        a = dropped(X, train=True)
+        torch.manual_seed(0)
+        assert torch.equal(a, dropped(X, train=True)) and not torch.equal(a, plain(X, train=True))
+        state = torch.get_rng_state()
+        plain(X, train=True)
+        assert torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        models.build({**FAMILY_CONFIGS[kind], "dropout": 1.0}, 27)
+
+
 def part5_wavenet(m: MLP, X: torch.Tensor, train: bool) -> torch.Tensor:
     """makemore part 5's layers, written out: Embedding, FlattenConsecutive(2), Linear(bias=False), BatchNorm1d
     over (batch, time), Tanh, level after level, then the output Linear; one replica."""

@@ -4,12 +4,16 @@
 
 The RNN cell is h_t = tanh([x_t | h_{t-1}] W + b); the GRU's reset gate r wipes channels of h_{t-1} before the
 candidate hbar is computed, and its update gate z blends h_{t-1} and hbar (makemore's GRUCell, as written there).
+
+Optional dropout (not in makemore): on the embeddings going in and the hidden states going out, never on the
+recurrent connection h_{t-1} -> h_t, as Zaremba et al. 2014 regularize recurrent networks.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .sequence import SequenceModel
 from .taps import tap
@@ -50,21 +54,22 @@ CELLS = {"rnn": RNNCell, "gru": GRUCell}
 class RecurrentNet(nn.Module):
     """One replica: token rows (N, T) -> logits (N, T, vocab)."""
 
-    def __init__(self, vocab_size: int, emb: int, hidden: int, cell: str):
+    def __init__(self, vocab_size: int, emb: int, hidden: int, cell: str, dropout: float = 0.0):
         super().__init__()
+        self.dropout = dropout
         self.start = nn.Parameter(torch.zeros(1, hidden))  # the starting hidden state
         self.wte = nn.Embedding(vocab_size, emb)
         self.cell = CELLS[cell](emb, hidden)
         self.lm_head = nn.Linear(hidden, vocab_size)
 
     def forward(self, idx: torch.Tensor, train: bool = False) -> torch.Tensor:
-        emb = self.wte(idx)  # (N, T, emb), all at once
+        emb = F.dropout(self.wte(idx), self.dropout, train)  # (N, T, emb), all at once
         h = self.start.expand(idx.shape[0], -1)
         hiddens = []
         for t in range(idx.shape[1]):
             h = self.cell(emb[:, t], h)
             hiddens.append(h)
-        return self.lm_head(torch.stack(hiddens, 1))
+        return self.lm_head(F.dropout(torch.stack(hiddens, 1), self.dropout, train))
 
 
 class RNN(SequenceModel):
@@ -78,12 +83,15 @@ class RNN(SequenceModel):
         hidden: int = 64,
         *,
         cell: str = "rnn",
+        dropout: float = 0.0,
         replicas: int = 1,
         seed: int = 2147483647,
         device: torch.device | str = "cpu",
     ):
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-        net = lambda: RecurrentNet(vocab_size, emb, hidden, cell)  # noqa: E731
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        net = lambda: RecurrentNet(vocab_size, emb, hidden, cell, dropout)  # noqa: E731
         super().__init__(vocab_size, block_size, net, replicas, seed, device)
-        self.kind, self.emb, self.hidden = cell, emb, hidden
+        self.kind, self.emb, self.hidden, self.dropout = cell, emb, hidden, dropout
