@@ -169,9 +169,15 @@ def test_best_adamw_preset():
     assert engine.resolve("auto", models.build(to_dict(cfg)["model"], 27)) == "fast"
 
 
-def test_best_mlp_family_preset_is_best_adamw():
-    """Neither families study beat the widened search's best MLP-family config: the preset composes it."""
-    assert compose_cfg("experiment=best_mlp_family") == compose_cfg("experiment=best_adamw")
+def test_best_mlp_family_preset_is_best_adamw_wider_with_dropout():
+    """best_adamw at hidden 500 with dropout 0.1: nothing else differs, and auto trains it with autograd."""
+    from makemore import engine, models
+    from makemore.config import to_dict
+
+    cfg = compose_cfg("experiment=best_mlp_family")
+    assert cfg == compose_cfg("experiment=best_adamw", "model.hidden=500", "model.dropout=0.1")
+    validate(cfg)
+    assert engine.resolve("auto", models.build(to_dict(cfg)["model"], 27)) == "autograd"
 
 
 def test_transformer_dropout_preset_is_the_transformer_regularized():
