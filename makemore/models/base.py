@@ -22,6 +22,13 @@ import torch.nn.functional as F
 CHUNK = 8192
 
 
+def check_dropout(p: float) -> float:
+    """A dropout probability, or ValueError: the families that take model.dropout share this check."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    return p
+
+
 def chunks(X: torch.Tensor, Y: torch.Tensor, replicas: int, device, chunk: int = CHUNK) -> Iterator:
     """An evaluation's chunks of (X, Y) on the device, smaller with more replicas."""
     chunk = max(1024, chunk // replicas)

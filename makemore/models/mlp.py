@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import torch
 
 from . import plain_eval
-from .base import CHUNK, LanguageModel, chunks
+from .base import CHUNK, LanguageModel, check_dropout, chunks
 from .layers import draw_linear, embed, linear, normalize, tanh
 from .taps import tap
 
@@ -60,8 +60,7 @@ class MLP(LanguageModel):
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if bn_eval not in BN_EVALS:
             raise ValueError(f"bn_eval must be one of {', '.join(BN_EVALS)}, got {bn_eval!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_dropout(dropout)
         self.bn_eval, self.dropout = bn_eval, dropout
         self.vocab_size, self.block_size, self.emb, self.hidden = vocab_size, block_size, emb, hidden
         self.replicas, self.norm, self.layers, self.direct = replicas, norm, layers, direct

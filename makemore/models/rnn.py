@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .base import check_dropout
 from .sequence import SequenceModel
 from .taps import tap
 
@@ -90,8 +91,7 @@ class RNN(SequenceModel):
     ):
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_dropout(dropout)
         net = lambda: RecurrentNet(vocab_size, emb, hidden, cell, dropout)  # noqa: E731
         super().__init__(vocab_size, block_size, net, replicas, seed, device)
         self.kind, self.emb, self.hidden, self.dropout = cell, emb, hidden, dropout

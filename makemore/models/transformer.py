@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import check_dropout
 from .sequence import SequenceModel
 from .taps import tap
 
@@ -87,8 +88,7 @@ class Transformer(SequenceModel):
     ):
         if emb % n_head:
             raise ValueError(f"emb ({emb}) must be a multiple of n_head ({n_head})")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_dropout(dropout)
         net = lambda: TransformerNet(vocab_size, block_size, emb, n_layer, n_head, dropout)  # noqa: E731
         super().__init__(vocab_size, block_size, net, replicas, seed, device)
         self.emb, self.n_layer, self.n_head, self.dropout = emb, n_layer, n_head, dropout
