@@ -715,8 +715,8 @@ def test_the_widened_search_runs_its_conditional_keys_as_overrides(tmp_path, wor
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["mlp", "wavenet", "rnn", "gru", "bow", "transformer"])
 def test_every_family_runs_in_a_two_trial_search(tmp_path, words_file, family):
-    """hparams_search=families with the family fixed on the command line: its conditional keys join the space,
-    the other families' are never sampled."""
+    """hparams_search=families with the family fixed on the command line: its conditional keys join the space
+    (model.dropout too, for every family that has it), the other families' are never sampled."""
     sweep = tmp_path / "search"
     args = ["hparams_search=families", f"model={family}", "train.steps=40", "train.eval_every=20", "samples=0"]
     args += [f"data.path={words_file}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2", "hydra/launcher=basic"]
@@ -728,6 +728,9 @@ def test_every_family_runs_in_a_two_trial_search(tmp_path, words_file, family):
     for job in jobs.values():
         cfg = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         assert cfg["model"]["kind"] == family and metrics(job)["status"] in ("ok", "pruned")
+        over = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()))
+        if family != "bow":  # every family with model.dropout searches it
+            assert cfg["model"]["dropout"] == float(over["model.dropout"]) in (0.0, 0.1, 0.2)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_params"]
     assert "model" not in best and "schedule.lr" in best
 
