@@ -39,15 +39,17 @@ def train(run: Setup, hooks: Hooks | None = None, progress: Progress | None = No
 
 
 def evaluate(run: Setup, split: str = "dev") -> list[float]:
-    """Each replica's mean loss over every example of `split` (train, dev or test)."""
+    """Each replica's mean loss over every example of `split` (train, dev or test); a train.ensemble run's one
+    loss, that of the replicas' mean probability."""
     return _evaluate(run.model, run.data, (split,), threads=run.eval_threads)[split].tolist()
 
 
 def sample(model, vocab, n: int = 10, seed: int = 2147483647 + 10, temperature: float = 1.0, prefix: str = ""):
-    """n words drawn from `model` (replica 0), as `python -m makemore.sample` draws them."""
+    """n words drawn from `model` (replica 0, or a train.ensemble run's whole ensemble), as `python -m
+    makemore.sample` draws them."""
     from .sample import generate
 
-    return generate(model, vocab, n, seed, temperature, prefix)
+    return generate(model, vocab, n, seed, temperature, prefix, replica=None)
 
 
 def load_run(path: str | Path):

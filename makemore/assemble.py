@@ -80,10 +80,12 @@ def setup(cfg, jobs: int = 1, data: Dataset | None = None) -> Setup:
     dev = device_mod.resolve(conf["device"]["name"])
     device_mod.check_precision(conf["train"]["precision"], dev)
     data = data or load_data(cfg)
-    model = models.build(conf["model"], len(data.vocab), seed=cfg.seed, replicas=cfg.train.replicas, device=dev)
+    t = conf["train"]
+    model = models.build(
+        conf["model"], len(data.vocab), seed=cfg.seed, replicas=t["replicas"], ensemble=t["ensemble"], device=dev
+    )
     name = engines.resolve(conf["train"]["engine"], model)
     batch = cfg.train.batch_size or data.examples()["train"]
-    t = conf["train"]
     engine = (
         None if name == "count" else engines.make(name, model, batch, conf["optimizer"], t["precision"], t["compile"])
     )
@@ -100,6 +102,7 @@ def describe(s: Setup, jobs: int = 1) -> None:
     conf, model = s.conf, s.model
     log.info("data: %s; examples %s; vocabulary %d", s.data.source, s.data.examples(), len(s.data.vocab))
     many = f" x {model.replicas} replicas" if model.replicas > 1 else ""
+    many += ", one ensemble (train.ensemble: its losses and samples are of their mean probability)" * model.ensemble
     log.info("model: %s, %d parameters%s, device %s", conf["model"]["kind"], model.num_params(), many, s.device)
     if s.engine is not None:
         optimizer = ", ".join(f"{k} {v}" for k, v in conf["optimizer"].items())

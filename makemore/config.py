@@ -204,6 +204,7 @@ class TrainConfig:
     eval_test: bool = False  # also evaluate the test split at the end
     checkpoint_every: int = 10000  # steps between checkpoints (and one at the end)
     replicas: int = 1  # K models side by side, replica k seeded seed + k, with its own batches
+    ensemble: bool = False  # the K replicas are one model: losses and samples are those of their mean probability
     engine: Engine = Engine.auto
     precision: Precision = Precision.fp32
     compile: bool = False  # torch.compile the autograd engine's forward (docs/performance.md: where it pays)
@@ -284,6 +285,10 @@ def validate(cfg: Any) -> None:
         _positive_int(t.eval_examples, "train.eval_examples")
     _positive_int(t.checkpoint_every, "train.checkpoint_every")
     _positive_int(t.replicas, "train.replicas")
+    if t.ensemble and t.replicas < 2:
+        raise ConfigError(f"train.ensemble=true needs train.replicas >= 2 (its members), got {t.replicas}")
+    if t.ensemble and _kind(m.kind) == "bigram":
+        raise ConfigError("train.ensemble: model=bigram is counted, its replicas would be one table; use another model")
     _positive_int(t.log_every, "train.log_every")
     if t.diagnose_every is not None:
         _positive_int(t.diagnose_every, "train.diagnose_every", 0)

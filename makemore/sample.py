@@ -3,7 +3,8 @@
 Sampling follows the lecture: start from the boundary token, draw the next character from
 softmax(logits / temperature) with torch.multinomial, append it, stop at the boundary. The model reads what it
 needs of the tokens so far (a context model its last block_size, a sequence model the prefix). All n words are
-drawn side by side, one batched forward pass per position.
+drawn side by side, one batched forward pass per position. An ensemble (train.ensemble) draws from the mean of its
+replicas' probabilities.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ MAX_LEN = 64  # a word that has not ended by then is cut
 
 @torch.no_grad()
 def generate(
-    model, vocab: Vocab, n: int, seed: int, temperature: float = 1.0, prefix: str = "", replica: int = 0
+    model, vocab: Vocab, n: int, seed: int, temperature: float = 1.0, prefix: str = "", replica: int | None = 0
 ) -> list[str]:
+    """n words from `model`'s replica `replica`; None: from the whole model (an ensemble's mean of the replicas'
+    probabilities, else replica 0)."""
+    if replica is None and not model.ensemble:
+        replica = 0
     if temperature <= 0:
         raise ConfigError(f"--temperature must be > 0, got {temperature}")
     unknown = sorted(set(prefix) - set(vocab.stoi))
@@ -36,7 +41,8 @@ def generate(
     alive = torch.ones(n, dtype=torch.bool)
     for t in range(MAX_LEN):
         K = model.replicas
-        probs = model.next_char_probs(seq.to(model.device).unsqueeze(0).expand(K, -1, -1), temperature)[replica].cpu()
+        probs = model.next_char_probs(seq.to(model.device).unsqueeze(0).expand(K, -1, -1), temperature)
+        probs = (probs.mean(0) if replica is None else probs[replica]).cpu()
         ix = torch.multinomial(probs, 1, generator=g).squeeze(1)
         ix = torch.where(alive, ix, torch.zeros_like(ix))
         out[:, t] = ix
@@ -72,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2147483647 + 10, help="sampling seed (the lecture's)")
     parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0 (default 1)")
     parser.add_argument("--prefix", default="", help="start every word with these characters")
-    parser.add_argument("--replica", type=int, default=0, help="which replica of a train.replicas run")
+    parser.add_argument(
+        "--replica",
+        type=int,
+        default=None,
+        help="which replica of a train.replicas run (default 0; a train.ensemble run: the whole ensemble)",
+    )
     args = parser.parse_args(argv)
     from . import checkpoint
     from .models import from_checkpoint
@@ -83,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _not_a_sweep(Path(args.run_dir))
         state = checkpoint.load(args.run_dir)
         model, vocab = from_checkpoint(state)
-        if not 0 <= args.replica < model.replicas:
+        if args.replica is not None and not 0 <= args.replica < model.replicas:
             raise ConfigError(f"--replica must be in 0..{model.replicas - 1}, got {args.replica}")
         words = generate(model, vocab, args.n, args.seed, args.temperature, args.prefix, args.replica)
     except ConfigError as e:

@@ -177,14 +177,19 @@ def evaluate(
     """Losses of each split: over all its examples, or over `subsets` (eval_subsets) where given;
     with `threads`, evaluation (large products) uses that many. A batch-normed model with model.bn_eval=calibrated
     evaluates with the statistics of its current weights over the training examples this evaluation scores (the
-    fixed subset of a periodic one, else all of them); its running statistics are left as they were."""
+    fixed subset of a periodic one, else all of them); its running statistics are left as they were. An ensemble
+    (train.ensemble) scores one loss per split, its members' under "<split>_members"."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or previous)
     try:
         sets = subsets or {s: (data.X[s], data.Y[s]) for s in splits}
         calibration = sets["train"][0] if "train" in sets else data.X["train"]
         with model.eval_statistics(calibration):
-            return {s: model.evaluate(*sets[s]).cpu() for s in splits}
+            if not model.ensemble:
+                return {s: model.evaluate(*sets[s]).cpu() for s in splits}
+            ev = {s: model.evaluate_ensemble(*sets[s]) for s in splits}
+            # the ensemble's loss is the split's loss; its members' follow, as "<split>_members"
+            return {s: e[1] for s, e in ev.items()} | {f"{s}_members": e[0] for s, e in ev.items()}
     finally:
         torch.set_num_threads(previous)
 

@@ -37,15 +37,26 @@ def inputs(kind: str) -> str:
     return FAMILIES[kind].inputs
 
 
-def build(m: dict[str, Any], vocab_size: int, *, seed: int = 2147483647, replicas: int = 1, device="cpu"):
+def build(
+    m: dict[str, Any],
+    vocab_size: int,
+    *,
+    seed: int = 2147483647,
+    replicas: int = 1,
+    ensemble: bool = False,
+    device="cpu",
+):
     """The model of a run from its `model` config (a dict): replica k is drawn from seed + k (replica 0 of the MLP
-    is the lecture's); a counted model (the bigram) has one replica."""
+    is the lecture's); a counted model (the bigram) has one replica. With `ensemble` the replicas are one model
+    (LanguageModel.ensemble)."""
     cls = FAMILIES[m["kind"]]
     accepted = inspect.signature(cls).parameters
     kwargs = {k: v for k, v in m.items() if k in accepted}  # an old checkpoint's config may hold more keys
     if "cell" in accepted:
         kwargs["cell"] = m["kind"]
-    return cls(vocab_size, **kwargs, replicas=replicas, seed=seed, device=device)
+    model = cls(vocab_size, **kwargs, replicas=replicas, seed=seed, device=device)
+    model.ensemble = ensemble
+    return model
 
 
 def from_checkpoint(state: dict, device="cpu"):
@@ -54,7 +65,10 @@ def from_checkpoint(state: dict, device="cpu"):
 
     vocab = Vocab(state["vocab"][1:])
     conf = state["config"]
-    model = build(conf["model"], len(vocab), seed=0, replicas=conf["train"]["replicas"], device=device)
+    t = conf["train"]
+    model = build(
+        conf["model"], len(vocab), seed=0, replicas=t["replicas"], ensemble=t.get("ensemble", False), device=device
+    )
     model.load_state_dict(state["model"])
     return model, vocab
 

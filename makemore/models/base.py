@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Iterator
 
 import torch
@@ -48,6 +49,12 @@ def summed_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ce.view(K, -1).cpu().double().sum(1)
 
 
+def mean_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """The log of the mean over the replicas (dim 0) of softmax(logits): logits (K, ..., V) -> (..., V)."""
+    K = logits.shape[0]
+    return torch.logsumexp(torch.log_softmax(logits, -1), 0) - math.log(K)
+
+
 def replica_losses(logits: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Per-replica mean cross-entropy of logits (K, N, ..., V) against Y (K, N, ...) over the targets that are not
     IGNORE-d: shape (K,)."""
@@ -63,6 +70,8 @@ class LanguageModel(torch.nn.Module):
     kind: str  # its model.kind
     inputs = "context"  # or "sequence" (the module docstring)
     trainable = True
+    # the replicas are one model, an ensemble: it predicts the mean of their probabilities (models.build sets it)
+    ensemble = False
     vocab_size: int
     block_size: int
     replicas: int
@@ -108,6 +117,24 @@ class LanguageModel(torch.nn.Module):
         for x, y in chunks(X, Y, self.replicas, self.device, chunk):
             total += summed_losses(self.forward(x.unsqueeze(0).expand(self.replicas, *x.shape)), y)
         return (total / max(int((Y != IGNORE).sum()), 1)).float()
+
+    @torch.no_grad()
+    def evaluate_ensemble(
+        self, X: torch.Tensor, Y: torch.Tensor, chunk: int = CHUNK
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(each replica's mean loss (K,), the ensemble's (1,)) over every target of (X, Y), from one forward pass
+        per chunk: the ensemble's probability of a target is the mean of the replicas' (a log-mean-exp of their
+        log-probabilities, which stays finite where one replica's probability underflows)."""
+        total = torch.zeros(self.replicas, dtype=torch.float64)
+        mixed = torch.zeros(1, dtype=torch.float64)
+        if self.inputs == "sequence":
+            chunk = max(1, chunk // X.shape[1])
+        for x, y in chunks(X, Y, self.replicas, self.device, chunk):
+            logits = self.forward(x.unsqueeze(0).expand(self.replicas, *x.shape)).float()
+            total += summed_losses(logits, y)
+            mixed += summed_losses(mean_log_probs(logits).unsqueeze(0), y)
+        n = max(int((Y != IGNORE).sum()), 1)
+        return (total / n).float(), (mixed / n).float()
 
     @torch.no_grad()
     def next_char_probs(self, prefix: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

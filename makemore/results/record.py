@@ -125,11 +125,11 @@ def finish(out: Path, setup, progress: Progress, tb, status: str = "ok", error: 
     ok = status == "ok"
     done = ok or status == "pruned"  # a pruned run ends like a finished one, at its last evaluation
     last = progress.evals[-1] if done and progress.evals else {}
-    losses = {"train": last.get("train"), "dev": last.get("dev"), "test": None}
+    losses = {s: last.get(s) for s in ("train", "dev", "train_members", "dev_members")}
     if ok and conf["train"]["eval_test"]:
-        losses["test"] = evaluate(model, data, ("test",))["test"].tolist()
+        losses.update({s: v.tolist() for s, v in evaluate(model, data, ("test",)).items()})
     m = summarize(
-        losses,
+        {s: losses.get(f"{s}_members" if model.ensemble else s) for s in ("train", "dev", "test")},
         steps=progress.step,
         seconds=progress.seconds,
         params=model.num_params(),
@@ -140,6 +140,9 @@ def finish(out: Path, setup, progress: Progress, tb, status: str = "ok", error: 
         error=error,
     )
     m["warnings"] = list(progress.warnings)
+    if model.ensemble:  # one model: its losses are the ensemble's, replica_losses stay its members'
+        m.update({f"{s}_loss": (losses.get(s) or [None])[0] for s in ("train", "dev", "test")})
+        m.update({f"{s}_loss_std": None for s in ("train", "dev", "test")}, ensemble=True)
     if done:
         write_samples(out, model, data, conf["samples"], conf["seed"] + 10, progress.step, tb)
         if model.trainable and progress.step > 0:  # an untrained model has no curve and a random map
@@ -165,7 +168,7 @@ def finish(out: Path, setup, progress: Progress, tb, status: str = "ok", error: 
 
 def write_samples(out: Path, model, data, n: int, seed: int, step: int, tb) -> None:
     """samples.txt, the console and TensorBoard: n names, each marked as in the training set or new."""
-    words = sample.generate(model, data.vocab, n, seed) if n else []
+    words = sample.generate(model, data.vocab, n, seed, replica=None) if n else []
     (out / "samples.txt").write_text("".join(w + "\n" for w in words))
     if words:
         where = sample.classify(words, data.words)
