@@ -11,6 +11,8 @@ screenshots of the landing tab (Time Series), Custom Scalars and HParams, as a u
 Diagnostics (--only health): two runs of the lecture's config, `model.init=lecture` and `model.init=scaled`, served
 together; Time Series filtered to the saturated share, and to the weights' update ratios
 (docs/img/health_saturation.png, docs/img/health_update_ratio.png).
+Ensembles (--only ensemble): experiment=best_ensemble for 6,000 steps; Time Series filtered to the dev losses, the
+ensemble's beside its members' (docs/img/ensemble_dev.png).
 optuna-dashboard: it runs a short search (`python -m makemore.run hparams_search=optuna
 hydra.sweeper.n_trials=16 train.steps=3000 hydra.sweeper.min_resource=300 ...`), serves its study with
 `optuna-dashboard <sweep dir>/optuna.journal` and shoots the study's page.
@@ -54,7 +56,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--browser", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     p.add_argument("--out", default=str(IMG))
-    p.add_argument("--only", choices=("tensorboard", "dashboard", "health"), help="make only these pictures")
+    p.add_argument(
+        "--only", choices=("tensorboard", "dashboard", "health", "ensemble"), help="make only these pictures"
+    )
     p.add_argument("--search-steps", type=int, default=3000, help="steps per trial of the dashboard's search")
     args = p.parse_args()
     if not args.browser:
@@ -66,6 +70,8 @@ def main() -> int:
         dashboard_shot(args)
     if args.only in (None, "health"):
         health_shots(args)
+    if args.only in (None, "ensemble"):
+        ensemble_shot(args)
     return 0
 
 
@@ -140,7 +146,6 @@ def tensorboard_shots(args) -> None:
 
 def health_shots(args) -> None:
     """The lecture's init beside the scaled init, in train_health/: the saturated share and the update ratios."""
-    from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="makemore-shots-"))
     data = [f"data.path={Path(args.data).resolve()}"] if args.data else []
@@ -148,28 +153,46 @@ def health_shots(args) -> None:
         cmd = [sys.executable, "-m", "makemore.run", f"model.init={init}", "train.steps=5000", "samples=0", *data]
         print("$", " ".join(cmd[1:]))
         subprocess.run(cmd, cwd=work, check=True)
-    tb, base = serve_tensorboard(work / "outputs" / "runs")
+    shoot_time_series(work / "outputs" / "runs", Path(args.out), args.browser, {
+        "saturated": "health_saturation.png",
+        "update_ratio/W": "health_update_ratio.png",  # the weights' update/data ratios (log10; the lecture's guide: -3)
+    })  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def ensemble_shot(args) -> None:
+    """experiment=best_ensemble, briefly: the ensemble's dev loss beside its members' mean, in Time Series."""
+    work = Path(tempfile.mkdtemp(prefix="makemore-shots-"))
+    data = [f"data.path={Path(args.data).resolve()}"] if args.data else []
+    cmd = [sys.executable, "-m", "makemore.run", "experiment=best_ensemble", "train.steps=6000", "samples=0", *data]
+    print("$", " ".join(cmd[1:]))
+    subprocess.run(cmd, cwd=work, check=True)
+    shoot_time_series(work / "outputs" / "runs", Path(args.out), args.browser, {"^loss/dev": "ensemble_dev.png"})
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def shoot_time_series(logdir: Path, out: Path, browser_path: str, shots: dict[str, str]) -> None:
+    """TensorBoard on `logdir`; Time Series with its tag filter (a regex) set to each key of `shots`, shot into
+    out / the key's file name."""
+    from playwright.sync_api import sync_playwright
+
+    tb, base = serve_tensorboard(logdir)
     try:
-        out = Path(args.out)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.browser, args=FLAGS)
+            browser = pw.chromium.launch(executable_path=browser_path, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(base + "/#timeseries", wait_until="networkidle")
-            tags = page.locator('input[placeholder^="Filter tags"]').first  # Time Series' tag filter (a regex)
-            tags.fill("saturated")
-            page.keyboard.press("Escape")  # the filter's suggestions
-            time.sleep(6)
-            page.screenshot(path=str(out / "health_saturation.png"))
-            tags.fill("update_ratio/W")  # the weights' update/data ratios (log10; the lecture's guide: -3)
-            page.keyboard.press("Escape")
-            time.sleep(6)
-            page.screenshot(path=str(out / "health_update_ratio.png"))
+            tags = page.locator('input[placeholder^="Filter tags"]').first
+            for regex, name in shots.items():
+                tags.fill(regex)
+                page.keyboard.press("Escape")  # the filter's suggestions
+                time.sleep(6)  # charts draw in a worker after the data arrive
+                page.screenshot(path=str(out / name))
+                print("wrote", out / name)
             browser.close()
-        print("wrote", out / "health_saturation.png", out / "health_update_ratio.png")
     finally:
         tb.terminate()
         tb.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def dashboard_shot(args) -> None:

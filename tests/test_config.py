@@ -181,6 +181,14 @@ def test_best_mlp_family_preset_is_best_adamw_wider_with_dropout():
     assert engine.resolve("auto", models.build(to_dict(cfg)["model"], 27)) == "autograd"
 
 
+def test_best_ensemble_preset_is_four_hidden_500_mlps_as_one_model():
+    """best_adamw at hidden 500 with dropout 0.1, four replicas scored as one ensemble: nothing else differs."""
+    cfg = compose_cfg("experiment=best_ensemble")
+    overrides = ("model.hidden=500", "model.dropout=0.1", "train.replicas=4", "train.ensemble=true")
+    assert cfg == compose_cfg("experiment=best_adamw", *overrides)
+    validate(cfg)
+
+
 def test_transformer_dropout_preset_is_the_transformer_regularized():
     """experiment=transformer with dropout 0.1, 30,000 steps and a stepped lr: nothing else differs."""
     overrides = ["model.dropout=0.1", "train.steps=30000", "train.eval_every=3000"]
