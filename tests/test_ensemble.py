@@ -87,10 +87,11 @@ def test_an_ensemble_run_reports_the_ensemble_and_its_members(tmp_path, words_fi
     (run,) = run_dirs(tmp_path)
     m = metrics(run)
     assert m["ensemble"] is True and m["replicas"] == 3 and m["dev_loss_std"] is None
+    model, vocab, state = api.load_run(run)
+    assert m["params"] == 3 * model.num_params()  # the ensemble's parameters: all its members'
     for split in ("train", "dev", "test"):
         members = m["replica_losses"][split]
         assert len(members) == 3 and m[f"{split}_loss"] < sum(members) / 3
-    model, vocab, state = api.load_run(run)
     assert model.ensemble
     from makemore.data import load
 

@@ -132,7 +132,7 @@ def finish(out: Path, setup, progress: Progress, tb, status: str = "ok", error: 
         {s: losses.get(f"{s}_members" if model.ensemble else s) for s in ("train", "dev", "test")},
         steps=progress.step,
         seconds=progress.seconds,
-        params=model.num_params(),
+        params=model.num_params() * (model.replicas if model.ensemble else 1),  # an ensemble's are all its members'
         examples=data.examples(),
         replicas=model.replicas,
         device=str(model.device),
