@@ -164,10 +164,12 @@ def ensemble_shot(args) -> None:
     """experiment=best_ensemble, briefly: the ensemble's dev loss beside its members' mean, in Time Series."""
     work = Path(tempfile.mkdtemp(prefix="makemore-shots-"))
     data = [f"data.path={Path(args.data).resolve()}"] if args.data else []
-    cmd = [sys.executable, "-m", "makemore.run", "experiment=best_ensemble", "train.steps=6000", "samples=0", *data]
+    cmd = [sys.executable, "-m", "makemore.run", "experiment=best_ensemble", "train.steps=6000", "train.eval_every=500"]
+    cmd += ["samples=0", *data]
     print("$", " ".join(cmd[1:]))
     subprocess.run(cmd, cwd=work, check=True)
-    shoot_time_series(work / "outputs" / "runs", Path(args.out), args.browser, {"^loss/dev": "ensemble_dev.png"})
+    shots = {"^loss/dev(_members)?$": "ensemble_dev.png"}  # the ensemble's dev loss, its members' mean
+    shoot_time_series(work / "outputs" / "runs", Path(args.out), args.browser, shots)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -198,8 +198,8 @@ def test_transformer_dropout_preset_is_the_transformer_regularized():
     validate(cfg)
 
 
-def test_best_overall_preset_is_best_mlp_family():
-    assert compose_cfg("experiment=best_overall") == compose_cfg("experiment=best_mlp_family")
+def test_best_overall_preset_is_best_ensemble():
+    assert compose_cfg("experiment=best_overall") == compose_cfg("experiment=best_ensemble")
 
 
 def test_best_rnn_preset():
