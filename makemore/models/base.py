@@ -107,15 +107,20 @@ class LanguageModel(torch.nn.Module):
         """Per-replica mean cross-entropy, shape (K,)."""
         return replica_losses(self.forward(X, train=train), Y)
 
+    def _chunk_logits(self, X: torch.Tensor, Y: torch.Tensor, chunk: int) -> Iterator:
+        """(logits (K, n, ..., V), targets) of each chunk of an evaluation of (X, Y), shared by the replicas."""
+        if self.inputs == "sequence":  # a row holds up to block_size targets
+            chunk = max(1, chunk // X.shape[1])
+        for x, y in chunks(X, Y, self.replicas, self.device, chunk):
+            yield self.forward(x.unsqueeze(0).expand(self.replicas, *x.shape)), y
+
     @torch.no_grad()
     def evaluate(self, X: torch.Tensor, Y: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
         """Mean loss of each replica over every target of (X, Y) (shared by the replicas), in chunks summed in
         float64."""
         total = torch.zeros(self.replicas, dtype=torch.float64)
-        if self.inputs == "sequence":  # a row holds up to block_size targets
-            chunk = max(1, chunk // X.shape[1])
-        for x, y in chunks(X, Y, self.replicas, self.device, chunk):
-            total += summed_losses(self.forward(x.unsqueeze(0).expand(self.replicas, *x.shape)), y)
+        for logits, y in self._chunk_logits(X, Y, chunk):
+            total += summed_losses(logits, y)
         return (total / max(int((Y != IGNORE).sum()), 1)).float()
 
     @torch.no_grad()
@@ -127,12 +132,9 @@ class LanguageModel(torch.nn.Module):
         log-probabilities, which stays finite where one replica's probability underflows)."""
         total = torch.zeros(self.replicas, dtype=torch.float64)
         mixed = torch.zeros(1, dtype=torch.float64)
-        if self.inputs == "sequence":
-            chunk = max(1, chunk // X.shape[1])
-        for x, y in chunks(X, Y, self.replicas, self.device, chunk):
-            logits = self.forward(x.unsqueeze(0).expand(self.replicas, *x.shape)).float()
-            total += summed_losses(logits, y)
-            mixed += summed_losses(mean_log_probs(logits).unsqueeze(0), y)
+        for logits, y in self._chunk_logits(X, Y, chunk):
+            total += summed_losses(logits.float(), y)
+            mixed += summed_losses(mean_log_probs(logits.float()).unsqueeze(0), y)
         n = max(int((Y != IGNORE).sum()), 1)
         return (total / n).float(), (mixed / n).float()
 
